@@ -1,0 +1,52 @@
+"""AMB, the Agent Message Bus: a lightweight, broker-agnostic, async-first message bus for AI agents.
+
+    async with MessageBus() as bus:
+        await bus.subscribe("agent.thoughts", handle)
+        await bus.publish("agent.thoughts", {"thought": "Hello World!"})
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from amb_core.adapter import BrokerAdapter, Capabilities
+from amb_core.bus import MessageBus
+from amb_core.errors import (
+    AdapterNotInstalledError,
+    AMBError,
+    BrokerUnavailableError,
+    BusClosedError,
+    InvalidMessageError,
+    InvalidPayloadError,
+    InvalidTopicError,
+    RequestTimeoutError,
+)
+from amb_core.memory import InMemoryBroker
+from amb_core.message import Message, MessagePriority
+from amb_core.subscription import Ack, MessageHandler, Subscription
+
+try:
+    __version__ = version("amb-core")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AMBError",
+    "Ack",
+    "AdapterNotInstalledError",
+    "BrokerAdapter",
+    "BrokerUnavailableError",
+    "BusClosedError",
+    "Capabilities",
+    "InMemoryBroker",
+    "InvalidMessageError",
+    "InvalidPayloadError",
+    "InvalidTopicError",
+    "Message",
+    "MessageBus",
+    "MessageHandler",
+    "MessagePriority",
+    "RequestTimeoutError",
+    "Subscription",
+    "__version__",
+]

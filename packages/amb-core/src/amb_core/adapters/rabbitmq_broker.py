@@ -1,0 +1,9 @@
+"""`RabbitMQBroker`, re-exported from the `amb-rabbitmq` distribution (`pip install amb-rabbitmq`)."""
+
+from __future__ import annotations
+
+from amb_core.adapters import import_adapter
+
+RabbitMQBroker = import_adapter("amb_rabbitmq", "amb-rabbitmq", "rabbitmq").RabbitMQBroker
+
+__all__ = ["RabbitMQBroker"]

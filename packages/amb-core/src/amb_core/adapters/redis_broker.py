@@ -1,0 +1,9 @@
+"""`RedisBroker`, re-exported from the `amb-redis` distribution (`pip install amb-redis`)."""
+
+from __future__ import annotations
+
+from amb_core.adapters import import_adapter
+
+RedisBroker = import_adapter("amb_redis", "amb-redis", "redis").RedisBroker
+
+__all__ = ["RedisBroker"]

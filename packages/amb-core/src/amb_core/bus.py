@@ -1,0 +1,317 @@
+"""`MessageBus`: the API agents use. It carries envelopes and never looks inside them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from amb_core.adapter import BrokerAdapter, Capabilities
+from amb_core.errors import BusClosedError
+from amb_core.ids import new_id
+from amb_core.memory import InMemoryBroker
+from amb_core.message import Message, MessagePriority, build_message
+from amb_core.payload import json_object
+from amb_core.registry import adapter_from_url
+from amb_core.replies import ReplyInbox
+from amb_core.subscription import MessageHandler, Subscription
+from amb_core.topics import validate_group, validate_pattern, validate_topic
+
+logger = logging.getLogger("amb")
+
+_NORMAL = MessagePriority.NORMAL
+_utc = timezone.utc
+_now = datetime.now
+_MAX_CACHED_TOPICS = 4096
+
+
+class _State(Enum):
+    NEW = "not connected yet"
+    OPEN = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class MessageBus:
+    """Publish, subscribe and request over one broker adapter (the in-memory broker by default).
+
+    Use it as ``async with MessageBus() as bus:``, or call `connect` and `disconnect` yourself.
+    """
+
+    def __init__(
+        self,
+        adapter: BrokerAdapter | None = None,
+        *,
+        queue_size: int = 1024,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        """``queue_size`` bounds each subscription's local queue (a full queue makes publishers
+        and broker consumers wait); ``drain_timeout`` bounds how long `disconnect` lets queued
+        messages and running handlers finish."""
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._adapter = adapter if adapter is not None else InMemoryBroker()
+        self._queue_size = queue_size
+        self._drain_timeout = drain_timeout
+        self._state = _State.NEW
+        self._subscriptions: dict[str, Subscription] = {}
+        self._inbox: ReplyInbox | None = None
+        self._inbox_lock: asyncio.Lock | None = None
+        self._valid_topics: set[str] = set()
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, queue_size: int = 1024, drain_timeout: float = 5.0, **options: Any
+    ) -> MessageBus:
+        """A bus on the adapter registered for ``url``'s scheme: ``memory://``, ``redis://``,
+        ``rediss://``, ``amqp://``, ``amqps://``, ``kafka://host:port[,host:port]`` or a
+        third-party scheme. ``options`` go to the adapter."""
+        return cls(adapter_from_url(url, **options), queue_size=queue_size, drain_timeout=drain_timeout)
+
+    @property
+    def adapter(self) -> BrokerAdapter:
+        return self._adapter
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the adapter's broker honours (see docs/semantics.md)."""
+        return self._adapter.capabilities
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is _State.OPEN
+
+    async def connect(self) -> None:
+        """Connect the adapter. Connecting a connected bus does nothing."""
+        if self._state is _State.OPEN:
+            return
+        if self._state is _State.CLOSING:
+            raise BusClosedError("the bus is closing")
+        await self._adapter.connect()
+        self._state = _State.OPEN
+
+    async def disconnect(self) -> None:
+        """Stop new deliveries, let queued messages and running handlers finish (at most
+        ``drain_timeout`` seconds), then close the adapter. Publishing and requesting keep
+        working while handlers finish, so a handler in flight can still reply."""
+        if self._state is not _State.OPEN:
+            return
+        self._state = _State.CLOSING
+        subscriptions = list(self._subscriptions.values())
+        self._subscriptions.clear()
+        try:
+            for subscription in subscriptions:
+                await self._detach(subscription)
+            with anyio.move_on_after(self._drain_timeout) as scope:
+                for subscription in subscriptions:
+                    await subscription.drain()
+            if scope.cancelled_caught:
+                logger.warning("handlers still running after the %s s drain timeout were cancelled", self._drain_timeout)
+            for subscription in subscriptions:
+                dropped = await subscription.close(cancel=True)
+                if dropped:
+                    logger.warning(
+                        "%d queued messages of %r were not handled before the bus closed", dropped, subscription
+                    )
+            if self._inbox is not None:
+                inbox, self._inbox = self._inbox, None
+                inbox.fail_all()
+                await self._detach(inbox)
+        finally:
+            self._state = _State.CLOSED
+            await self._adapter.disconnect()
+
+    async def _detach(self, subscription: Subscription) -> None:
+        try:
+            await self._adapter.unsubscribe(subscription)
+        except Exception:
+            logger.exception("the broker did not confirm the end of %r", subscription)
+
+    async def __aenter__(self) -> MessageBus:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    def _refuse(self) -> BusClosedError:
+        return BusClosedError(f"the bus is {self._state.value}; use 'async with MessageBus(...)' or await bus.connect()")
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: MessagePriority = _NORMAL,
+        sender: str | None = None,
+        wait_for_confirmation: bool = False,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Publish ``payload`` (a JSON object) to ``topic`` and return the message id.
+
+        By default this returns as soon as the adapter has taken the message (fire and forget);
+        with ``wait_for_confirmation=True`` it returns once the broker has accepted it. ``ttl``
+        is in seconds: a message still undelivered after that is dropped.
+        """
+        if self._state is not _State.OPEN and self._state is not _State.CLOSING:
+            raise self._refuse()
+        message = self._envelope(
+            topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to
+        )
+        await self._adapter.publish(message, confirm=wait_for_confirmation)
+        return message.id
+
+    def _envelope(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None,
+        priority: MessagePriority,
+        sender: str | None,
+        ttl: float | None,
+        metadata: Mapping[str, Any] | None,
+        message_id: str,
+        correlation_id: str | None,
+        reply_to: str | None,
+    ) -> Message:
+        if topic not in self._valid_topics:
+            self._remember_topic(topic)
+        if priority.__class__ is not MessagePriority:
+            priority = MessagePriority.coerce(priority)
+        if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        return build_message(
+            message_id,
+            topic,
+            json_object(payload) if payload is not None else {},
+            priority,
+            sender,
+            correlation_id,
+            reply_to,
+            _now(_utc),
+            ttl,
+            json_object(metadata, "metadata") if metadata else {},
+        )
+
+    def _remember_topic(self, topic: str) -> None:
+        validate_topic(topic)
+        if len(self._valid_topics) >= _MAX_CACHED_TOPICS:
+            self._valid_topics.clear()
+        self._valid_topics.add(topic)
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: MessageHandler,
+        *,
+        group: str | None = None,
+        concurrency: int = 1,
+    ) -> str:
+        """Call ``handler(message)`` for every message published to ``topic`` from now on.
+
+        ``topic`` may be a pattern: ``*`` matches one segment, ``#`` zero or more. Subscriptions
+        sharing a ``group`` on the same pattern share the work (each message goes to one of them).
+        ``concurrency`` is how many handler calls may run at once (1 keeps publish order).
+        Returns the subscription id for `unsubscribe`.
+        """
+        if self._state is not _State.OPEN:
+            raise self._refuse()
+        validate_pattern(topic)
+        if group is not None:
+            validate_group(group)
+        if not callable(handler):
+            raise TypeError(f"handler must be an async function taking a Message, not {handler!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive int, not {concurrency!r}")
+        subscription = Subscription(
+            new_id(), topic, handler, group=group, concurrency=concurrency, queue_size=self._queue_size
+        )
+        await self._adapter.subscribe(subscription)
+        self._subscriptions[subscription.id] = subscription
+        return subscription.id
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        """Stop the subscription: no handler call starts after this returns. Calls in flight
+        finish; unsubscribing twice, or an unknown id, does nothing."""
+        subscription = self._subscriptions.pop(subscription_id, None)
+        if subscription is None:
+            return
+        await self._detach(subscription)
+        await subscription.close(cancel=False)
+
+    async def request(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 30.0,
+        priority: MessagePriority = _NORMAL,
+        sender: str | None = None,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Message:
+        """Publish a request and return the first reply (see `reply`).
+
+        Raises `RequestTimeoutError` (a `TimeoutError`) when no reply comes within ``timeout``
+        seconds; a reply arriving later is dropped.
+        """
+        if self._state is not _State.OPEN and self._state is not _State.CLOSING:
+            raise self._refuse()
+        inbox = self._inbox if self._inbox is not None else await self._open_inbox()
+        message_id = new_id()
+        message = self._envelope(
+            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
+        )
+        reply = inbox.expect(message_id, topic, timeout)
+        try:
+            await self._adapter.publish(message, confirm=False)
+            return await reply
+        finally:
+            inbox.forget(message_id)
+
+    async def _open_inbox(self) -> ReplyInbox:
+        if self._inbox_lock is None:
+            self._inbox_lock = asyncio.Lock()
+        async with self._inbox_lock:
+            if self._inbox is None:
+                inbox_id = new_id()
+                inbox = ReplyInbox(inbox_id, f"_amb.inbox.{inbox_id}")
+                await self._adapter.subscribe(inbox)
+                self._inbox = inbox
+            return self._inbox
+
+    async def reply(
+        self,
+        request: Message,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        sender: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        wait_for_confirmation: bool = False,
+    ) -> str:
+        """Answer ``request``: publish ``payload`` to its ``reply_to`` (or, for a hand-made
+        request without one, to its topic) with its ``correlation_id``. Returns the reply's id."""
+        if not request.correlation_id:
+            raise ValueError(f"message {request.id} is not a request: it has no correlation_id")
+        return await self.publish(
+            request.reply_to or request.topic,
+            payload,
+            priority=request.priority,
+            sender=sender,
+            metadata=metadata,
+            correlation_id=request.correlation_id,
+            wait_for_confirmation=wait_for_confirmation,
+        )

@@ -1,0 +1,35 @@
+"""The exceptions AMB raises; each also subclasses the builtin a caller would naturally catch."""
+
+from __future__ import annotations
+
+
+class AMBError(Exception):
+    """Base class of every error raised by AMB itself."""
+
+
+class InvalidTopicError(AMBError, ValueError):
+    """A topic or subscription pattern that breaks the naming rules (see docs/semantics.md)."""
+
+
+class InvalidPayloadError(AMBError, TypeError, ValueError):
+    """A payload or metadata value that is not a plain JSON object; nothing was sent."""
+
+
+class InvalidMessageError(AMBError, ValueError):
+    """Bytes on a topic that are not an AMB envelope (a foreign or garbled message)."""
+
+
+class BusClosedError(AMBError, ConnectionError):
+    """The bus is not connected (never connected, closing or closed)."""
+
+
+class BrokerUnavailableError(AMBError, ConnectionError):
+    """The broker could not be reached or refused the operation."""
+
+
+class RequestTimeoutError(AMBError, TimeoutError):
+    """No reply arrived before the request's timeout."""
+
+
+class AdapterNotInstalledError(AMBError, ImportError):
+    """The adapter for a URL scheme is a separate distribution that is not installed."""

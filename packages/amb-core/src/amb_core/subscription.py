@@ -1,0 +1,210 @@
+"""A subscription: its bounded priority queue, its workers and the calls to its handler.
+
+Adapters put messages in with `Subscription.deliver`; the bus owns everything after that, so
+priority, TTL, concurrency and error handling are the same on every broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from heapq import heappop, heappush
+from typing import Any
+
+from amb_core.message import Message
+from amb_core.topics import compile_pattern
+
+logger = logging.getLogger("amb")
+
+MessageHandler = Callable[[Message], Awaitable[Any]]
+Ack = Callable[[bool], Awaitable[None]]
+_Entry = tuple[int, int, Message, "Ack | None"]
+
+
+class Subscription:
+    """One ``subscribe()`` call: what adapters see of it, and the machinery behind it.
+
+    Workers are started on demand and end when the queue is empty, so an idle subscription costs
+    no task, timer or CPU.
+    """
+
+    __slots__ = (
+        "id",
+        "pattern",
+        "group",
+        "concurrency",
+        "_handler",
+        "_handler_is_async",
+        "_matcher",
+        "_heap",
+        "_sequence",
+        "_maxsize",
+        "_running",
+        "_tasks",
+        "_space_waiters",
+        "_idle_waiters",
+        "_closed",
+        "_loop",
+    )
+
+    #: True only for the bus's private reply inbox (see `amb_core.replies.ReplyInbox`).
+    is_inbox = False
+
+    def __init__(
+        self,
+        id: str,
+        pattern: str,
+        handler: MessageHandler,
+        *,
+        group: str | None = None,
+        concurrency: int = 1,
+        queue_size: int = 1024,
+    ) -> None:
+        self.id = id
+        self.pattern = pattern
+        self.group = group
+        self.concurrency = concurrency
+        self._handler = handler
+        self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)
+        )
+        self._matcher = compile_pattern(pattern).fullmatch
+        self._heap: list[_Entry] = []
+        self._sequence = itertools.count()
+        self._maxsize = queue_size
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+
+    def __repr__(self) -> str:
+        group = f" group={self.group!r}" if self.group else ""
+        return f"<Subscription {self.id} {self.pattern!r}{group}>"
+
+    def matches(self, topic: str) -> bool:
+        """Whether a message on ``topic`` belongs to this subscription (AMQP wildcard rules)."""
+        return self._matcher(topic) is not None
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for a free worker."""
+        return len(self._heap)
+
+    def offer(self, message: Message, ack: Ack | None = None) -> bool:
+        """Queue ``message`` if there is room and return True; return False when the queue is full."""
+        if len(self._heap) >= self._maxsize:
+            return False
+        self._push(message, ack)
+        return True
+
+    async def deliver(self, message: Message, ack: Ack | None = None) -> None:
+        """Queue ``message``, waiting while the queue is full (backpressure on the publisher or
+        the adapter's consumer). A message for a closed subscription is dropped unacknowledged,
+        so an at-least-once broker redelivers it."""
+        while len(self._heap) >= self._maxsize and not self._closed:
+            waiter = self._loop.create_future()
+            self._space_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+        if not self._closed:
+            self._push(message, ack)
+
+    def _push(self, message: Message, ack: Ack | None) -> None:
+        if self._closed:
+            return
+        heappush(self._heap, (-message.priority, next(self._sequence), message, ack))
+        if self._running < self.concurrency:
+            self._running += 1
+            task = self._loop.create_task(self._work())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _work(self) -> None:
+        heap = self._heap
+        try:
+            while heap:
+                _, _, message, ack = heappop(heap)
+                if self._space_waiters:
+                    self._wake_one_publisher()
+                if message.ttl is not None and message.expired(time.time()):
+                    logger.debug("dropped expired message %s on %s", message.id, message.topic)
+                    if ack is not None:
+                        await _settle(ack, True, message)
+                    continue
+                try:
+                    if self._handler_is_async:
+                        await self._handler(message)
+                    else:
+                        result = self._handler(message)
+                        if inspect.isawaitable(result):
+                            await result
+                except Exception:
+                    logger.exception(
+                        "handler %r of subscription %s failed on message %s (topic %s)",
+                        self._handler,
+                        self.id,
+                        message.id,
+                        message.topic,
+                    )
+                    if ack is not None:
+                        await _settle(ack, False, message)
+                else:
+                    if ack is not None:
+                        await _settle(ack, True, message)
+        finally:
+            self._running -= 1
+            if not self._running and (not heap or self._closed):
+                for waiter in self._idle_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._idle_waiters.clear()
+
+    def _wake_one_publisher(self) -> None:
+        while self._space_waiters:
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def drain(self) -> None:
+        """Return once every queued message was handled and no handler is running."""
+        if not self._running and not self._heap:
+            return
+        waiter = self._loop.create_future()
+        self._idle_waiters.append(waiter)
+        await waiter
+
+    async def close(self, *, cancel: bool) -> int:
+        """Stop taking messages and drop what is queued (unacknowledged, so an at-least-once
+        broker redelivers it); with ``cancel``, also cancel the handlers still running.
+        Returns how many queued messages were dropped."""
+        self._closed = True
+        dropped = len(self._heap)
+        self._heap.clear()
+        for waiter in self._space_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._space_waiters.clear()
+        if cancel and self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return dropped
+
+
+async def _settle(ack: Ack, ok: bool, message: Message) -> None:
+    try:
+        await ack(ok)
+    except Exception:
+        logger.exception("could not settle message %s with the broker", message.id)
