@@ -131,7 +131,13 @@ class Endpoint:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def bind_host(self) -> str:
+        """The address to listen on: an IP literal."""
+        return "127.0.0.1" if self.host in ("localhost", "::") else self.host
 
 
 def _check_name(name: str) -> str:
@@ -400,6 +406,8 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    # Java stack frames say little: keep the messages.
+    text = [t for t in text if not t.lstrip().startswith(("at ", "... "))]
     tail = "\n".join("    " + line for line in text[-lines:])
     return f"\n  last lines of {path}:\n{tail}" if tail else ""
 
@@ -556,7 +564,7 @@ def _start_redis(ep: Endpoint) -> int:
     account = _service_account("redis", workdir)
     cmd = [
         server,
-        "--bind", ep.host,
+        "--bind", ep.bind_host,
         "--port", str(ep.port),
         "--dir", str(workdir),
         "--dbfilename", "dump.rdb",
@@ -577,7 +585,7 @@ def _rabbitmq_env(ep: Endpoint) -> dict[str, str]:
     return {
         "HOME": str(base / "home"),  # holds the Erlang cookie shared with rabbitmqctl
         "RABBITMQ_NODENAME": _rabbitmq_nodename(ep),
-        "RABBITMQ_NODE_IP_ADDRESS": ep.host,
+        "RABBITMQ_NODE_IP_ADDRESS": ep.bind_host,
         "RABBITMQ_NODE_PORT": str(ep.port),
         "RABBITMQ_DIST_PORT": str(ep.port + 20100),
         "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
@@ -635,7 +643,7 @@ def _kafka_libs() -> Path:
     libs.parent.mkdir(parents=True, exist_ok=True)
     log = STATE_DIR / "kafka" / "maven.log"
     cmd = [
-        mvn, "-q", "-B", "-f", str(KAFKA_POM),
+        mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(KAFKA_POM),
         "dependency:copy-dependencies",
         "-DincludeScope=runtime",
         f"-DoutputDirectory={libs}",
@@ -679,7 +687,10 @@ def _start_kafka(ep: Endpoint) -> int:
     base.mkdir(parents=True, exist_ok=True)
     libs = _kafka_libs()
     data = base / "data"
-    host = "127.0.0.1" if ep.host in ("localhost", "0.0.0.0", "::") else ep.host
+    bind = ep.bind_host
+    host = "127.0.0.1" if bind == "0.0.0.0" else bind
+    if ":" in host:
+        host = f"[{host}]"
     cport = _kafka_controller_port(ep)
     props = base / "server.properties"
     props.write_text(
@@ -849,13 +860,32 @@ def _compose(*args: str, check: bool = True) -> subprocess.CompletedProcess[byte
     environ = dict(os.environ)
     for name in NAMES:
         environ.setdefault(f"AMB_{name.upper()}_PORT", str(endpoint(name).port))
-    cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", "amb", *args]
+    cmd = [*_compose_cli(), "-f", str(COMPOSE_FILE), "-p", "amb", *args]
     proc = subprocess.run(cmd, env=environ, check=False)
     if check and proc.returncode != 0:
         raise ServiceError(
             f"`{shlex.join(cmd)}` failed with exit code {proc.returncode}"
         )
     return proc
+
+
+def _compose_cli() -> list[str]:
+    """``docker compose`` (v2 plugin), else the standalone ``docker-compose``."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        probe = subprocess.run(
+            ["docker", "compose", "version"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=15,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise ServiceError(
+        "docker mode needs `docker compose` (or `docker-compose`); not found"
+    )
 
 
 def _docker_available() -> bool:

@@ -67,6 +67,12 @@ class BrokerAdapter(ABC):
         when ``confirm`` is set.
         """
 
+    async def publish_raw(self, topic: str, data: bytes) -> None:
+        """Put ``data`` on ``topic`` as-is, exactly where `publish` puts an envelope, as a foreign
+        producer would. The contract suite uses it to check that foreign or garbled messages are
+        logged and skipped without stopping the consumer."""
+        raise NotImplementedError(f"{type(self).__name__} cannot publish raw bytes")
+
     @abstractmethod
     async def subscribe(self, subscription: Subscription) -> None:
         """Start feeding ``subscription``; return only once a publish made after this returns

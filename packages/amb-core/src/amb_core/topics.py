@@ -3,6 +3,9 @@
 A topic is dot-separated segments of ``[A-Za-z0-9_-]``, at most 249 characters: a name that is
 legal unchanged as a Kafka topic, an AMQP routing key and a Redis channel. A pattern may also use
 AMQP wildcards: ``*`` is exactly one segment, ``#`` is zero or more.
+
+Topics under ``_amb.`` are the bus's own (reply inboxes): a pattern that starts with a wildcard
+never matches them, so a ``#`` subscriber does not see other buses' replies.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from functools import lru_cache
 from amb_core.errors import InvalidTopicError
 
 MAX_TOPIC_LENGTH = 249
+RESERVED_PREFIX = "_amb."
 _TOPIC = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _RULES = "dot-separated segments of [A-Za-z0-9_-], at most 249 characters"
@@ -59,9 +63,10 @@ def pattern_regex(pattern: str) -> str:
     for segment in validate_pattern(pattern).split("."):
         if not (segment == "#" and segments and segments[-1] == "#"):
             segments.append(segment)  # "#.#" means the same as "#"
+    # A leading wildcard must not reach into the bus's own topics.
+    parts: list[str] = [r"(?!_amb\.)"] if segments[0] in ("*", "#") else []
     if segments == ["#"]:
-        return r"[^.]+(?:\.[^.]+)*"
-    parts: list[str] = []
+        return parts[0] + r"[^.]+(?:\.[^.]+)*"
     for index, segment in enumerate(segments):
         if segment == "#":
             parts.append(r"(?:[^.]+\.)*" if index == 0 else r"(?:\.[^.]+)*")

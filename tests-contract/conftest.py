@@ -1,0 +1,158 @@
+"""Fixtures of the contract suite: a URL, buses on it, unique topics and ways to await deliveries.
+
+The suite runs against the broker named by ``AMB_CONTRACT_URL`` (default: the in-memory broker).
+It imports only the public API, so a third-party adapter runs it by naming a URL whose scheme its
+``amb.adapters`` entry point registers.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from amb_core import Message, MessageBus
+
+URL = os.environ.get("AMB_CONTRACT_URL", "memory://contract")
+SCHEME = URL.partition("://")[0]
+#: A bound on every wait: generous, because it is a safety net, not a timing assertion.
+WAIT = float(os.environ.get("AMB_CONTRACT_WAIT", "30"))
+ROOT = Path(__file__).resolve().parent.parent
+_SERVICES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "kafka": "kafka",
+}
+
+
+def pytest_report_header() -> str:
+    return f"amb contract suite against {URL}"
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Fault tests need a broker process to restart: they are deselected (not skipped) for the
+    in-memory broker, which has none."""
+    selected, deselected = [], []
+    for item in items:
+        if item.get_closest_marker("fault") and SCHEME == "memory":
+            deselected.append(item)
+        else:
+            selected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def topic() -> str:
+    """A topic no other test or earlier run has used."""
+    return f"contract.{uuid.uuid4().hex[:16]}"
+
+
+BusFactory = Callable[..., Awaitable[MessageBus]]
+
+
+@pytest.fixture
+async def make_bus() -> AsyncIterator[BusFactory]:
+    """Connected buses on the broker under test, disconnected at the end of the test."""
+    buses: list[MessageBus] = []
+
+    async def make(**options: Any) -> MessageBus:
+        bus = MessageBus.from_url(URL, **options)
+        await bus.connect()
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in reversed(buses):
+        await bus.disconnect()
+
+
+@pytest.fixture
+async def bus(make_bus: BusFactory) -> MessageBus:
+    return await make_bus()
+
+
+class Received:
+    """A handler that records what it gets and lets a test await a number of messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._waiters: list[tuple[int, anyio.Event]] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self._notify()
+
+    def _notify(self) -> None:
+        for count, event in self._waiters:
+            if len(self.messages) >= count:
+                event.set()
+
+    async def wait_for(self, count: int) -> list[Message]:
+        """Wait until ``count`` messages arrived (failing after `WAIT` seconds)."""
+        if len(self.messages) < count:
+            event = anyio.Event()
+            self._waiters.append((count, event))
+            try:
+                with anyio.fail_after(WAIT):
+                    await event.wait()
+            except TimeoutError:
+                raise AssertionError(
+                    f"expected {count} messages within {WAIT} s, got {len(self.messages)}"
+                ) from None
+            finally:
+                self._waiters.remove((count, event))
+        return self.messages[:count]
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [message.payload for message in self.messages]
+
+
+@pytest.fixture
+def received() -> Callable[[], Received]:
+    return Received
+
+
+def restart_broker() -> None:
+    """Restart the broker under test and wait until it accepts clients again.
+
+    ``AMB_RESTART_CMD`` overrides how (for brokers the launcher does not run); by default the
+    project's launcher restarts its own broker.
+    """
+    command = os.environ.get("AMB_RESTART_CMD")
+    if command:
+        args = shlex.split(command)
+    else:
+        args = [
+            sys.executable,
+            str(ROOT / "scripts" / "services.py"),
+            "restart",
+            _SERVICES[SCHEME],
+        ]
+    subprocess.run(args, check=True, timeout=300)
+
+
+@pytest.fixture
+def broker_restart() -> Iterator[Callable[[], Awaitable[None]]]:
+    async def restart() -> None:
+        await anyio.to_thread.run_sync(restart_broker)
+
+    yield restart

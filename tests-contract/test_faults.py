@@ -1,0 +1,79 @@
+"""The broker restarts under a running bus: the bus reconnects by itself, its subscriptions
+resume and what is published after recovery is delivered. Run by `nox -s "contract(NAME)"`
+through the launcher; deselected for the in-memory broker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+from amb_core import Message
+from conftest import WAIT, BusFactory, Received
+
+pytestmark = [pytest.mark.anyio, pytest.mark.fault]
+
+
+async def _publish_until_delivered(
+    publisher: object, topic: str, got: Received, group_got: Received
+) -> None:
+    """Publish probes until one reaches both subscriptions: that is when the bus has recovered.
+    A publish may fail while the broker is down; that is reported, not hidden, so it raises a
+    ConnectionError and we try again."""
+    from amb_core import MessageBus
+
+    assert isinstance(publisher, MessageBus)
+    seen, group_seen = len(got.messages), len(group_got.messages)
+    with anyio.fail_after(WAIT * 3):
+        probe = 0
+        while True:
+            probe += 1
+            try:
+                await publisher.publish(
+                    topic, {"probe": probe}, wait_for_confirmation=True
+                )
+            except ConnectionError:
+                pass
+            with anyio.move_on_after(1):
+                await got.wait_for(seen + 1)
+                await group_got.wait_for(group_seen + 1)
+                return
+
+
+async def test_the_bus_recovers_from_a_broker_restart(
+    make_bus: BusFactory,
+    topic: str,
+    received: Callable[[], Received],
+    broker_restart: Callable[[], Awaitable[None]],
+) -> None:
+    subscriber, publisher = await make_bus(), await make_bus()
+    got, group_got = received(), received()
+    await subscriber.subscribe(topic, got)
+    await subscriber.subscribe(topic, group_got, group="workers")
+
+    async def answer(request: Message) -> None:
+        await subscriber.reply(request, {"ok": True})
+
+    await subscriber.subscribe(f"{topic}.ask", answer)
+    await publisher.publish(topic, {"before": True})
+    await got.wait_for(1)
+    await group_got.wait_for(1)
+    assert (await publisher.request(f"{topic}.ask", {}, timeout=WAIT)).payload == {
+        "ok": True
+    }
+
+    await broker_restart()
+    await _publish_until_delivered(publisher, topic, got, group_got)
+
+    seen, group_seen = len(got.messages), len(group_got.messages)
+    for n in range(20):
+        await publisher.publish(topic, {"after": n}, wait_for_confirmation=True)
+    await got.wait_for(seen + 20)
+    await group_got.wait_for(group_seen + 20)
+    assert [p.get("after") for p in got.payloads[seen:]] == list(range(20))
+    assert sorted(p["after"] for p in group_got.payloads[group_seen:]) == list(
+        range(20)
+    )
+    assert (await publisher.request(f"{topic}.ask", {}, timeout=WAIT)).payload == {
+        "ok": True
+    }
