@@ -142,9 +142,7 @@ class Endpoint:
 
 def _check_name(name: str) -> str:
     if name not in NAMES:
-        raise ServiceError(
-            f"unknown broker {name!r}; expected one of {', '.join(NAMES)}"
-        )
+        raise ServiceError(f"unknown broker {name!r}; expected one of {', '.join(NAMES)}")
     return name
 
 
@@ -259,9 +257,7 @@ def _rabbitmq_ready(ep: Endpoint, timeout: float) -> bool:
         if (cls, meth) != (10, 10):  # connection.start
             return False
         props = _shortstr("product") + b"S" + _longstr(b"amb scripts/services.py")
-        response = (
-            b"\0" + (ep.username or "").encode() + b"\0" + (ep.password or "").encode()
-        )
+        response = b"\0" + (ep.username or "").encode() + b"\0" + (ep.password or "").encode()
         start_ok = (
             struct.pack(">I", len(props))
             + props
@@ -277,24 +273,18 @@ def _rabbitmq_ready(ep: Endpoint, timeout: float) -> bool:
         ):  # connection.tune (else: close, e.g. bad credentials)
             return False
         channel_max, frame_max, _heartbeat = struct.unpack(">HIH", args[:8])
-        sock.sendall(
-            _amqp_frame(10, 31, struct.pack(">HIH", channel_max, frame_max, 0))
-        )
+        sock.sendall(_amqp_frame(10, 31, struct.pack(">HIH", channel_max, frame_max, 0)))
         sock.sendall(_amqp_frame(10, 40, _shortstr(ep.vhost) + _shortstr("") + b"\0"))
         cls, meth, _ = _amqp_read_method(sock)
         if (cls, meth) != (10, 41):  # connection.open-ok
             return False
-        sock.sendall(
-            _amqp_frame(10, 50, struct.pack(">H", 200) + _shortstr("bye") + b"\0" * 4)
-        )
+        sock.sendall(_amqp_frame(10, 50, struct.pack(">H", 200) + _shortstr("bye") + b"\0" * 4))
         with contextlib.suppress(OSError):
             _amqp_read_method(sock)  # connection.close-ok
         return True
 
 
-def _kafka_call(
-    sock: socket.socket, api_key: int, version: int, corr: int, body: bytes
-) -> bytes:
+def _kafka_call(sock: socket.socket, api_key: int, version: int, corr: int, body: bytes) -> bytes:
     client_id = b"amb-services"
     header = struct.pack(">hhih", api_key, version, corr, len(client_id)) + client_id
     msg = header + body
@@ -368,12 +358,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _cmdline(pid: int) -> str:
     try:
-        return (
-            Path(f"/proc/{pid}/cmdline")
-            .read_bytes()
-            .replace(b"\0", b" ")
-            .decode(errors="replace")
-        )
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 
@@ -439,9 +424,7 @@ def _service_account(user: str, workdir: Path) -> _Account | None:
         check=False,
     )
     if probe.returncode != 0:
-        _say(
-            f"{user}: cannot reach {workdir} as user {user!r}; running it as root instead"
-        )
+        _say(f"{user}: cannot reach {workdir} as user {user!r}; running it as root instead")
         return None
     return acct
 
@@ -476,9 +459,7 @@ def _spawn(
         kwargs.update(user=account.uid, group=account.gid, extra_groups=[])
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        out.write(
-            f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode()
-        )
+        out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
             list(cmd),
@@ -537,9 +518,7 @@ def _need(program: str, name: str, candidates: Sequence[str] = ()) -> str:
 def _log_path(name: str) -> Path:
     """The main log file of a natively run broker."""
     if name == "rabbitmq":
-        return (
-            STATE_DIR / "rabbitmq" / "log" / f"{_rabbitmq_nodename(endpoint(name))}.log"
-        )
+        return STATE_DIR / "rabbitmq" / "log" / f"{_rabbitmq_nodename(endpoint(name))}.log"
     return STATE_DIR / name / f"{name}.log"
 
 
@@ -610,9 +589,7 @@ def _start_rabbitmq(ep: Endpoint) -> int:
     for sub in ("home", "mnesia", "log"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "enabled_plugins").write_text("[].\n")
-    (base / "rabbitmq-env.conf").write_text(
-        "# intentionally empty: see scripts/services.py\n"
-    )
+    (base / "rabbitmq-env.conf").write_text("# intentionally empty: see scripts/services.py\n")
     (base / "rabbitmq.conf").write_text(
         "# written by scripts/services.py\n"
         "log.console = false\n"
@@ -660,13 +637,9 @@ def _kafka_libs() -> Path:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise ServiceError(
-                f"kafka: Maven took longer than {MAVEN_TIMEOUT:.0f}s; see {log}"
-            ) from exc
+            raise ServiceError(f"kafka: Maven took longer than {MAVEN_TIMEOUT:.0f}s; see {log}") from exc
     if proc.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        raise ServiceError(
-            f"kafka: Maven failed (exit {proc.returncode}); see {log}{_log_tail(log, 30)}"
-        )
+        raise ServiceError(f"kafka: Maven failed (exit {proc.returncode}); see {log}{_log_tail(log, 30)}")
     marker.write_text(digest + "\n")
     _say(f"kafka: broker jars ready in {time.monotonic() - t0:.1f}s")
     return libs
@@ -771,12 +744,8 @@ def _start_kafka(ep: Endpoint) -> int:
                 check=False,
             )
         if fmt.returncode != 0:
-            raise ServiceError(
-                f"kafka: storage format failed; see {fmt_log}{_log_tail(fmt_log)}"
-            )
-    return _spawn(
-        "kafka", [*jvm, "kafka.Kafka", str(props)], _log_path("kafka"), cwd=base
-    )
+            raise ServiceError(f"kafka: storage format failed; see {fmt_log}{_log_tail(fmt_log)}")
+    return _spawn("kafka", [*jvm, "kafka.Kafka", str(props)], _log_path("kafka"), cwd=base)
 
 
 _STARTERS: dict[str, Callable[[Endpoint], int]] = {
@@ -813,13 +782,9 @@ def _native_up_one(name: str) -> str:
     if ready(name):
         return f"{name:9} ready on {ep.address} (already running, not started by this launcher)"
     if not ep.local:
-        raise ServiceError(
-            f"{name}: {ep.address} (from {ENV_VARS[name]}) is not reachable and not local"
-        )
+        raise ServiceError(f"{name}: {ep.address} (from {ENV_VARS[name]}) is not reachable and not local")
     if port_open(ep):
-        raise ServiceError(
-            f"{name}: something already listens on {ep.address} but does not answer as {name}"
-        )
+        raise ServiceError(f"{name}: something already listens on {ep.address} but does not answer as {name}")
     pid = _STARTERS[name](ep)
     t1 = time.monotonic()
     _wait_ready(name, pid, t1)
@@ -863,9 +828,7 @@ def _compose(*args: str, check: bool = True) -> subprocess.CompletedProcess[byte
     cmd = [*_compose_cli(), "-f", str(COMPOSE_FILE), "-p", "amb", *args]
     proc = subprocess.run(cmd, env=environ, check=False)
     if check and proc.returncode != 0:
-        raise ServiceError(
-            f"`{shlex.join(cmd)}` failed with exit code {proc.returncode}"
-        )
+        raise ServiceError(f"`{shlex.join(cmd)}` failed with exit code {proc.returncode}")
     return proc
 
 
@@ -883,9 +846,7 @@ def _compose_cli() -> list[str]:
             return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    raise ServiceError(
-        "docker mode needs `docker compose` (or `docker-compose`); not found"
-    )
+    raise ServiceError("docker mode needs `docker compose` (or `docker-compose`); not found")
 
 
 def _docker_available() -> bool:
@@ -912,9 +873,7 @@ def _native_available(names: Iterable[str]) -> bool:
     }
     for name in names:
         for prog in programs[name]:
-            if not shutil.which(prog) and not os.access(
-                f"/usr/lib/rabbitmq/bin/{prog}", os.X_OK
-            ):
+            if not shutil.which(prog) and not os.access(f"/usr/lib/rabbitmq/bin/{prog}", os.X_OK):
                 return False
     return True
 
@@ -930,9 +889,7 @@ def _mode(names: Iterable[str], docker: bool | None = None) -> str:
             return "native"
         return "docker"
     if mode not in ("native", "docker"):
-        raise ServiceError(
-            f"AMB_SERVICES_MODE={mode!r}: expected native, docker or auto"
-        )
+        raise ServiceError(f"AMB_SERVICES_MODE={mode!r}: expected native, docker or auto")
     return mode
 
 
@@ -1035,9 +992,7 @@ def restart(name: str, *, docker: bool | None = None) -> None:
             if pid is not None:
                 _stop_pid(name, pid)
             _native_up_one(name)
-    _say(
-        f"{name:9} restarted, ready on {endpoint(name).address} ({time.monotonic() - t0:.1f}s)"
-    )
+    _say(f"{name:9} restarted, ready on {endpoint(name).address} ({time.monotonic() - t0:.1f}s)")
 
 
 def status(names: Iterable[str] | str | None = None) -> dict[str, bool]:
@@ -1048,10 +1003,7 @@ def status(names: Iterable[str] | str | None = None) -> dict[str, bool]:
         pid = managed_pid(name)
         ok = ready(name)
         state = "ready" if ok else ("unresponsive" if pid else "down")
-        if pid:
-            owner = f"pid {pid}, log {_log_path(name)}"
-        else:
-            owner = "not started by this launcher" if ok else ""
+        owner = f"pid {pid}, log {_log_path(name)}" if pid else "not started by this launcher" if ok else ""
         _say(f"{name:9} {state:12} {ep.address:21} {owner}".rstrip())
         result[name] = ok
     return result

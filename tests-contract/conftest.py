@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from amb_core import Message, MessageBus
 
 URL = os.environ.get("AMB_CONTRACT_URL", "memory://contract")
@@ -38,9 +39,7 @@ def pytest_report_header() -> str:
     return f"amb contract suite against {URL}"
 
 
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fault tests need a broker process to restart: they are deselected (not skipped) for the
     in-memory broker, which has none."""
     selected, deselected = [], []

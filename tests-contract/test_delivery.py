@@ -6,15 +6,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+
 from amb_core import MessageBus, MessagePriority
 from conftest import BusFactory, Received
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_every_field_round_trips(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
-) -> None:
+async def test_every_field_round_trips(bus: MessageBus, topic: str, received: Callable[[], Received]) -> None:
     got = received()
     await bus.subscribe(topic, got)
     payload = {
@@ -45,9 +44,7 @@ async def test_every_field_round_trips(
     assert message.timestamp.utcoffset() == timedelta(0)
 
 
-async def test_defaults_round_trip(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
-) -> None:
+async def test_defaults_round_trip(bus: MessageBus, topic: str, received: Callable[[], Received]) -> None:
     got = received()
     await bus.subscribe(topic, got)
     await bus.publish(topic, {})

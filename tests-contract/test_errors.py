@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from amb_core import (
     BusClosedError,
     InvalidPayloadError,
@@ -48,9 +49,7 @@ BAD_PAYLOADS: list[Any] = [
 
 
 @pytest.mark.parametrize("bad", BAD_TOPICS, ids=repr)
-async def test_an_invalid_topic_is_refused_before_sending(
-    bus: MessageBus, bad: Any
-) -> None:
+async def test_an_invalid_topic_is_refused_before_sending(bus: MessageBus, bad: Any) -> None:
     with pytest.raises(InvalidTopicError) as raised:
         await bus.publish(bad, {"n": 1})
     assert isinstance(raised.value, ValueError)
@@ -102,9 +101,7 @@ async def test_a_failing_handler_is_logged_and_the_subscription_goes_on(
         await bus.publish(topic, {"n": n})
     await got.wait_for(2)
     assert got.payloads == [{"n": 1}, {"n": 2}]
-    failures = [
-        r for r in caplog.records if r.name == "amb" and r.levelno == logging.ERROR
-    ]
+    failures = [r for r in caplog.records if r.name == "amb" and r.levelno == logging.ERROR]
     assert failures and failures[0].exc_info is not None
     assert "handler broke" in str(failures[0].exc_info[1])
 
@@ -164,14 +161,11 @@ async def test_a_foreign_or_garbled_message_is_logged_and_skipped(
     await got.wait_for(1)
     assert got.payloads == [{"after": True}]
     assert any(
-        r.name == "amb" and r.levelno == logging.WARNING and topic in r.getMessage()
-        for r in caplog.records
+        r.name == "amb" and r.levelno == logging.WARNING and topic in r.getMessage() for r in caplog.records
     )
 
 
-async def test_a_bus_that_is_not_connected_says_so(
-    topic: str, received: Callable[[], Received]
-) -> None:
+async def test_a_bus_that_is_not_connected_says_so(topic: str, received: Callable[[], Received]) -> None:
     bus = MessageBus.from_url(URL)
     with pytest.raises(BusClosedError) as raised:
         await bus.publish(topic, {"n": 1})
@@ -187,9 +181,7 @@ async def test_a_bus_that_is_not_connected_says_so(
             await call
 
 
-async def test_a_closed_bus_can_connect_again(
-    topic: str, received: Callable[[], Received]
-) -> None:
+async def test_a_closed_bus_can_connect_again(topic: str, received: Callable[[], Received]) -> None:
     bus = MessageBus.from_url(URL)
     async with bus:
         pass

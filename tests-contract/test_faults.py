@@ -4,19 +4,19 @@ through the launcher; deselected for the in-memory broker."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
+
 from amb_core import Message
 from conftest import WAIT, BusFactory, Received
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fault]
 
 
-async def _publish_until_delivered(
-    publisher: object, topic: str, got: Received, group_got: Received
-) -> None:
+async def _publish_until_delivered(publisher: object, topic: str, got: Received, group_got: Received) -> None:
     """Publish probes until one reaches both subscriptions: that is when the bus has recovered.
     A publish may fail while the broker is down; that is reported, not hidden, so it raises a
     ConnectionError and we try again."""
@@ -28,12 +28,8 @@ async def _publish_until_delivered(
         probe = 0
         while True:
             probe += 1
-            try:
-                await publisher.publish(
-                    topic, {"probe": probe}, wait_for_confirmation=True
-                )
-            except ConnectionError:
-                pass
+            with contextlib.suppress(ConnectionError):
+                await publisher.publish(topic, {"probe": probe}, wait_for_confirmation=True)
             with anyio.move_on_after(1):
                 await got.wait_for(seen + 1)
                 await group_got.wait_for(group_seen + 1)
@@ -58,9 +54,7 @@ async def test_the_bus_recovers_from_a_broker_restart(
     await publisher.publish(topic, {"before": True})
     await got.wait_for(1)
     await group_got.wait_for(1)
-    assert (await publisher.request(f"{topic}.ask", {}, timeout=WAIT)).payload == {
-        "ok": True
-    }
+    assert (await publisher.request(f"{topic}.ask", {}, timeout=WAIT)).payload == {"ok": True}
 
     await broker_restart()
     await _publish_until_delivered(publisher, topic, got, group_got)
@@ -71,9 +65,5 @@ async def test_the_bus_recovers_from_a_broker_restart(
     await got.wait_for(seen + 20)
     await group_got.wait_for(group_seen + 20)
     assert [p.get("after") for p in got.payloads[seen:]] == list(range(20))
-    assert sorted(p["after"] for p in group_got.payloads[group_seen:]) == list(
-        range(20)
-    )
-    assert (await publisher.request(f"{topic}.ask", {}, timeout=WAIT)).payload == {
-        "ok": True
-    }
+    assert sorted(p["after"] for p in group_got.payloads[group_seen:]) == list(range(20))
+    assert (await publisher.request(f"{topic}.ask", {}, timeout=WAIT)).payload == {"ok": True}

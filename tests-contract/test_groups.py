@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from amb_core import MessageBus
 from conftest import BusFactory, Received
 

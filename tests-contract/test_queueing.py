@@ -8,6 +8,7 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 import pytest
+
 from amb_core import Message, MessageBus, MessagePriority
 from conftest import WAIT, BusFactory, Received
 
@@ -49,9 +50,7 @@ async def test_waiting_messages_come_out_highest_priority_first(
         MessagePriority.HIGH,
     ]
     for priority in order:
-        await bus.publish(
-            topic, {"p": priority.name}, priority=priority, wait_for_confirmation=True
-        )
+        await bus.publish(topic, {"p": priority.name}, priority=priority, wait_for_confirmation=True)
     await probe.wait_for(5)
     gate.open.set()
     await got.wait_for(5)
@@ -73,9 +72,7 @@ async def test_a_message_that_expired_while_waiting_is_never_handled(
     await gate.wait_until_holding()
     await bus.publish(topic, {"n": "expires"}, ttl=0.05)
     await bus.publish(topic, {"n": "lives"}, ttl=3600)
-    await anyio.sleep(
-        0.3
-    )  # the subject under test is the clock: let the first ttl run out
+    await anyio.sleep(0.3)  # the subject under test is the clock: let the first ttl run out
     gate.open.set()
     await bus.publish(topic, {"n": "last"})
     await got.wait_for(3)
@@ -107,9 +104,7 @@ async def test_a_confirmed_publish_returns_its_id_once_the_broker_has_it(
     message_id = await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
     [message] = await got.wait_for(1)
     assert message.id == message_id
-    nobody_listens = await bus.publish(
-        f"{topic}.nobody", {"n": 2}, wait_for_confirmation=True
-    )
+    nobody_listens = await bus.publish(f"{topic}.nobody", {"n": 2}, wait_for_confirmation=True)
     assert isinstance(nobody_listens, str) and nobody_listens
 
 
@@ -136,7 +131,5 @@ async def test_leaving_the_context_lets_running_handlers_finish(
         gate.open.set()
         with anyio.fail_after(WAIT):
             await finished.wait()
-    assert got.payloads[0] == {"n": 1}, (
-        "the handler in flight finished, it was not cancelled"
-    )
+    assert got.payloads[0] == {"n": 1}, "the handler in flight finished, it was not cancelled"
     assert not closing.is_connected

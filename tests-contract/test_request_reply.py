@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+
 from amb_core import Message, MessageBus, RequestTimeoutError
 from conftest import BusFactory, Received
 
@@ -15,9 +16,7 @@ pytestmark = pytest.mark.anyio
 
 async def _echo(bus: MessageBus, topic: str) -> None:
     async def answer(request: Message) -> None:
-        await bus.reply(
-            request, {"echo": request.payload["n"], "request_id": request.id}
-        )
+        await bus.reply(request, {"echo": request.payload["n"], "request_id": request.id})
 
     await bus.subscribe(topic, answer, concurrency=16)
 
@@ -30,9 +29,7 @@ async def test_a_request_gets_its_reply(make_bus: BusFactory, topic: str) -> Non
     assert reply.correlation_id is not None
 
 
-async def test_hundreds_of_concurrent_requests_on_one_bus(
-    make_bus: BusFactory, topic: str
-) -> None:
+async def test_hundreds_of_concurrent_requests_on_one_bus(make_bus: BusFactory, topic: str) -> None:
     requester, responder = await make_bus(), await make_bus()
     await _echo(responder, topic)
     replies: dict[int, Message] = {}
@@ -71,9 +68,7 @@ async def test_a_late_reply_is_dropped_not_redelivered(
 
     await responder.subscribe(topic, slow_then_fast)
     everything = received()
-    await requester.subscribe(
-        "*.*.*", everything
-    )  # wildcards never see the bus's own replies
+    await requester.subscribe("*.*.*", everything)  # wildcards never see the bus's own replies
     caplog.set_level(logging.DEBUG, logger="amb")
     with pytest.raises(RequestTimeoutError):
         await requester.request(topic, {"n": 1}, timeout=0.2)
@@ -82,9 +77,7 @@ async def test_a_late_reply_is_dropped_not_redelivered(
     reply = await requester.request(topic, {"n": 2}, timeout=30)
     assert reply.payload == {"n": 2}
     assert any("dropped reply" in record.getMessage() for record in caplog.records)
-    assert all(
-        not message.topic.startswith("_amb.inbox") for message in everything.messages
-    )
+    assert all(not message.topic.startswith("_amb.inbox") for message in everything.messages)
 
 
 async def test_reply_without_a_request_is_an_error(bus: MessageBus, topic: str) -> None:

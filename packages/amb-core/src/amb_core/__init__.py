@@ -1,8 +1,8 @@
 """AMB, the Agent Message Bus: a lightweight, broker-agnostic, async-first message bus for AI agents.
 
-    async with MessageBus() as bus:
-        await bus.subscribe("agent.thoughts", handle)
-        await bus.publish("agent.thoughts", {"thought": "Hello World!"})
+async with MessageBus() as bus:
+    await bus.subscribe("agent.thoughts", handle)
+    await bus.publish("agent.thoughts", {"thought": "Hello World!"})
 """
 
 from __future__ import annotations

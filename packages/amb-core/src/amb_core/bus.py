@@ -112,12 +112,16 @@ class MessageBus:
                 for subscription in subscriptions:
                     await subscription.drain()
             if scope.cancelled_caught:
-                logger.warning("handlers still running after the %s s drain timeout were cancelled", self._drain_timeout)
+                logger.warning(
+                    "handlers still running after the %s s drain timeout were cancelled", self._drain_timeout
+                )
             for subscription in subscriptions:
                 dropped = await subscription.close(cancel=True)
                 if dropped:
                     logger.warning(
-                        "%d queued messages of %r were not handled before the bus closed", dropped, subscription
+                        "%d queued messages of %r were not handled before the bus closed",
+                        dropped,
+                        subscription,
                     )
             if self._inbox is not None:
                 inbox, self._inbox = self._inbox, None
@@ -146,7 +150,9 @@ class MessageBus:
         await self.disconnect()
 
     def _refuse(self) -> BusClosedError:
-        return BusClosedError(f"the bus is {self._state.value}; use 'async with MessageBus(...)' or await bus.connect()")
+        return BusClosedError(
+            f"the bus is {self._state.value}; use 'async with MessageBus(...)' or await bus.connect()"
+        )
 
     async def publish(
         self,

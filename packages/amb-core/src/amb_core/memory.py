@@ -19,7 +19,7 @@ _MAX_CACHED_ROUTES = 10_000
 class _Group:
     """Subscriptions sharing a group name on one pattern: each message goes to one of them."""
 
-    __slots__ = ("members", "_turn")
+    __slots__ = ("_turn", "members")
 
     def __init__(self) -> None:
         self.members: list[Subscription] = []

@@ -47,7 +47,9 @@ class ReplyInbox(Subscription):
     @staticmethod
     def _expire(future: asyncio.Future[Message], topic: str, timeout: float) -> None:
         if not future.done():
-            future.set_exception(RequestTimeoutError(f"no reply to the request on {topic!r} within {timeout} s"))
+            future.set_exception(
+                RequestTimeoutError(f"no reply to the request on {topic!r} within {timeout} s")
+            )
 
     def offer(self, message: Message, ack: Ack | None = None) -> bool:
         waiting = self._waiting.pop(message.correlation_id or "", None)

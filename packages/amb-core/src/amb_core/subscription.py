@@ -34,22 +34,22 @@ class Subscription:
     """
 
     __slots__ = (
-        "id",
-        "pattern",
-        "group",
-        "concurrency",
+        "_closed",
         "_handler",
         "_handler_is_async",
-        "_matcher",
         "_heap",
-        "_sequence",
+        "_idle_waiters",
+        "_loop",
+        "_matcher",
         "_maxsize",
         "_running",
-        "_tasks",
+        "_sequence",
         "_space_waiters",
-        "_idle_waiters",
-        "_closed",
-        "_loop",
+        "_tasks",
+        "concurrency",
+        "group",
+        "id",
+        "pattern",
     )
 
     #: True only for the bus's private reply inbox (see `amb_core.replies.ReplyInbox`).
@@ -70,8 +70,9 @@ class Subscription:
         self.group = group
         self.concurrency = concurrency
         self._handler = handler
+        # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)
+            type(handler).__call__
         )
         self._matcher = compile_pattern(pattern).fullmatch
         self._heap: list[_Entry] = []

@@ -40,8 +40,10 @@ def validate_pattern(pattern: object) -> str:
     """Return ``pattern`` if it is a valid topic or wildcard pattern, else raise `InvalidTopicError`."""
     if not isinstance(pattern, str):
         raise InvalidTopicError(f"pattern must be a str, not {type(pattern).__name__}")
-    if not pattern or len(pattern) > MAX_TOPIC_LENGTH or not all(
-        segment in ("*", "#") or _SEGMENT.fullmatch(segment) for segment in pattern.split(".")
+    if (
+        not pattern
+        or len(pattern) > MAX_TOPIC_LENGTH
+        or not all(segment in ("*", "#") or _SEGMENT.fullmatch(segment) for segment in pattern.split("."))
     ):
         raise InvalidTopicError(
             f"invalid pattern {pattern!r}: expected {_RULES}, where a whole segment may be * or #"

@@ -51,7 +51,9 @@ def decode(data: bytes | bytearray | memoryview | str) -> Message:
     try:
         return Message.model_validate_json(raw)
     except ValidationError as error:
-        raise InvalidMessageError(f"garbled AMB envelope: {error.errors()[0]['msg']}: {raw[:60]!r}") from error
+        raise InvalidMessageError(
+            f"garbled AMB envelope: {error.errors()[0]['msg']}: {raw[:60]!r}"
+        ) from error
 
 
 def decode_or_log(data: bytes | bytearray | memoryview | str, source: str) -> Message | None:

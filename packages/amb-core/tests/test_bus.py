@@ -1,0 +1,189 @@
+"""Rules of the bus that only the in-memory broker can show directly (the shared rules are in
+tests-contract, which also runs against memory)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from amb_core import BusClosedError, InMemoryBroker, Message, MessageBus
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.changed = anyio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        with anyio.fail_after(10):
+            while len(self.messages) < count:
+                await self.changed.wait()
+
+
+async def test_a_full_queue_makes_the_publisher_wait() -> None:
+    release = anyio.Event()
+    handled = Recorder()
+
+    async def slow(message: Message) -> None:
+        await release.wait()
+        await handled(message)
+
+    async with MessageBus(queue_size=2) as bus:
+        await bus.subscribe("work", slow)
+        await bus.publish("work", {"n": 0})  # taken by the handler
+        await anyio.lowlevel.checkpoint()
+        await bus.publish("work", {"n": 1})
+        await bus.publish("work", {"n": 2})  # the queue is full now
+        third = asyncio.ensure_future(bus.publish("work", {"n": 3}))
+        await anyio.sleep(0.01)
+        assert not third.done(), "publish waits while the queue is full"
+        release.set()
+        await third
+        await handled.wait_for(4)
+        assert [m.payload["n"] for m in handled.messages] == [0, 1, 2, 3]
+
+
+async def test_leaving_the_context_delivers_what_is_queued() -> None:
+    release = anyio.Event()
+    handled = Recorder()
+
+    async def slow(message: Message) -> None:
+        await release.wait()
+        await handled(message)
+
+    bus = MessageBus()
+    async with bus:
+        await bus.subscribe("work", slow)
+        for n in range(5):
+            await bus.publish("work", {"n": n})
+        asyncio.get_running_loop().call_soon(release.set)
+    assert [m.payload["n"] for m in handled.messages] == [0, 1, 2, 3, 4]
+
+
+async def test_the_drain_timeout_bounds_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    started = anyio.Event()
+
+    async def stuck(message: Message) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    bus = MessageBus(drain_timeout=0.05)
+    async with bus:
+        await bus.subscribe("work", stuck)
+        await bus.publish("work", {"n": 0})
+        await bus.publish("work", {"n": 1})
+        await started.wait()
+    assert "drain timeout" in caplog.text
+    assert "1 queued messages" in caplog.text
+
+
+async def test_idle_subscriptions_cost_no_task() -> None:
+    async with MessageBus() as bus:
+        before = len(asyncio.all_tasks())
+        handler = Recorder()
+        for n in range(10_000):
+            await bus.subscribe(f"idle.t{n}", handler)
+        assert len(asyncio.all_tasks()) == before
+        await bus.publish("idle.t7", {})
+        await handler.wait_for(1)
+
+
+async def test_a_plain_function_works_as_a_handler() -> None:
+    seen: list[Message] = []
+    done = anyio.Event()
+
+    def handler(message: Message) -> None:
+        seen.append(message)
+        done.set()
+
+    async with MessageBus() as bus:
+        await bus.subscribe("plain", handler)
+        await bus.publish("plain", {"x": 1})
+        with anyio.fail_after(5):
+            await done.wait()
+    assert seen[0].payload == {"x": 1}
+
+
+async def test_the_publisher_keeps_its_payload_to_itself() -> None:
+    handled = Recorder()
+    async with MessageBus() as bus:
+        await bus.subscribe("t", handled)
+        payload = {"n": 0}
+        for n in range(3):
+            payload["n"] = n
+            await bus.publish("t", payload)
+        await handled.wait_for(3)
+    assert [m.payload["n"] for m in handled.messages] == [0, 1, 2]
+
+
+async def test_buses_from_one_memory_url_share_a_broker_and_plain_buses_do_not() -> None:
+    shared = Recorder()
+    async with MessageBus.from_url("memory://team") as a, MessageBus.from_url("memory://team") as b:
+        await a.subscribe("t", shared)
+        await b.publish("t", {"from": "b"})
+        await shared.wait_for(1)
+    private = Recorder()
+    async with MessageBus() as c, MessageBus() as d:
+        await c.subscribe("t", private)
+        await d.publish("t", {"from": "d"}, wait_for_confirmation=True)
+        await c.publish("t", {"from": "c"})
+        await private.wait_for(1)
+    assert [m.payload for m in private.messages] == [{"from": "c"}]
+
+
+async def test_a_confirmed_publish_nobody_receives_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    async with MessageBus() as bus:
+        await bus.publish("critical.task", {"task": "important"}, wait_for_confirmation=True)
+    assert "no subscription receives" in caplog.text
+
+
+async def test_requests_pending_at_close_fail_with_a_connection_error() -> None:
+    bus = MessageBus()
+    await bus.connect()
+    request = asyncio.ensure_future(bus.request("nobody.answers", {}, timeout=30))
+    await anyio.sleep(0.01)
+    await bus.disconnect()
+    with pytest.raises(BusClosedError):
+        await request
+
+
+async def test_bad_arguments_are_refused() -> None:
+    async with MessageBus() as bus:
+        with pytest.raises(ValueError):
+            await bus.subscribe("t", Recorder(), concurrency=0)
+        with pytest.raises(TypeError):
+            await bus.subscribe("t", "not callable")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await bus.publish("t", {}, ttl=-1)
+        with pytest.raises(ValueError):
+            await bus.publish("t", {}, priority="highest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        MessageBus(queue_size=0)
+    with pytest.raises(TypeError):
+        InMemoryBroker("memory://", unexpected=1)
+
+
+async def test_handler_errors_go_to_the_amb_logger(caplog: pytest.LogCaptureFixture) -> None:
+    failed = anyio.Event()
+
+    async def broken(message: Message) -> None:
+        failed.set()
+        raise KeyError("boom")
+
+    async with MessageBus() as bus:
+        await bus.subscribe("t", broken)
+        await bus.publish("t", {})
+        await failed.wait()
+    records = [r for r in caplog.records if r.name == "amb" and r.levelno == logging.ERROR]
+    assert records and "broken" in records[0].getMessage()
