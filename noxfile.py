@@ -18,6 +18,17 @@ ADAPTERS = ["redis", "rabbitmq", "kafka"]
 URL_VARIABLES = {"redis": "AMB_REDIS_URL", "rabbitmq": "AMB_RABBITMQ_URL", "kafka": "AMB_KAFKA_URL"}
 LINTED = ["packages", "tests-contract", "scripts", "benchmarks", "noxfile.py"]
 
+
+def _installed_pythons_on_path() -> None:
+    """Make every pyenv-installed CPython findable as ``pythonX.Y`` (pyenv's shims only answer
+    for the active version), and never let uv download an interpreter instead."""
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = [str(bin_dir) for version in PYTHONS for bin_dir in sorted(versions.glob(f"{version}.*/bin"))]
+    os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+    os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+
+_installed_pythons_on_path()
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 # Unit tests run on every supported Python that is installed; CI's matrix covers the others.

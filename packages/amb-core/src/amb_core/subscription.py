@@ -126,9 +126,8 @@ class Subscription:
         heappush(self._heap, (-message.priority, next(self._sequence), message, ack))
         if self._running < self.concurrency:
             self._running += 1
-            task = self._loop.create_task(self._work())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # The task is referenced here until it ends (asyncio keeps only weak references).
+            self._tasks.add(self._loop.create_task(self._work()))
 
     async def _work(self) -> None:
         heap = self._heap
@@ -163,6 +162,7 @@ class Subscription:
                     if ack is not None:
                         await _settle(ack, True, message)
         finally:
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._running -= 1
             if not self._running and (not heap or self._closed):
                 for waiter in self._idle_waiters:
