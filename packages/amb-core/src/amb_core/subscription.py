@@ -162,7 +162,7 @@ class Subscription:
                     if ack is not None:
                         await _settle(ack, True, message)
         finally:
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+            self._tasks.discard(asyncio.current_task())
             self._running -= 1
             if not self._running and (not heap or self._closed):
                 for waiter in self._idle_waiters:
