@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amb_core.adapters import import_adapter
 
-RabbitMQBroker = import_adapter("amb_rabbitmq", "amb-rabbitmq", "rabbitmq").RabbitMQBroker
+if TYPE_CHECKING:
+    from amb_rabbitmq import RabbitMQBroker
+else:
+    RabbitMQBroker = import_adapter("amb_rabbitmq", "amb-rabbitmq", "rabbitmq").RabbitMQBroker
 
 __all__ = ["RabbitMQBroker"]
