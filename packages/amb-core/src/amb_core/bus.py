@@ -106,8 +106,7 @@ class MessageBus:
         subscriptions = list(self._subscriptions.values())
         self._subscriptions.clear()
         try:
-            for subscription in subscriptions:
-                await self._detach(subscription)
+            await asyncio.gather(*(self._detach(subscription) for subscription in subscriptions))
             with anyio.move_on_after(self._drain_timeout) as scope:
                 for subscription in subscriptions:
                     await subscription.drain()
