@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 now_ns = time.perf_counter_ns
 
@@ -83,7 +84,9 @@ class LatencyStats:
 
 def median_of(rounds: Sequence[Mapping[str, Any]], key: str) -> float:
     """The median over rounds of one numeric field (missing or NaN values are ignored)."""
-    values = [float(r[key]) for r in rounds if key in r and r[key] is not None and not math.isnan(float(r[key]))]
+    values = [
+        float(r[key]) for r in rounds if key in r and r[key] is not None and not math.isnan(float(r[key]))
+    ]
     return statistics.median(values) if values else math.nan
 
 
@@ -100,7 +103,10 @@ def ratio(numerator: float, denominator: float) -> float:
 # --------------------------------------------------------------------------- rounds
 
 
-def alternating_order(names: Sequence[str], round_index: int) -> list[str]:
+T = TypeVar("T")
+
+
+def alternating_order(names: Sequence[T], round_index: int) -> list[T]:
     """The order in which implementations run in round ``round_index``: rotated every round,
     so that slow drifts of the machine (thermal, a noisy neighbour) hit each one equally."""
     if not names:
@@ -202,6 +208,26 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
     return found
 
 
+def source_revision() -> str | None:
+    """The repository's commit, with "+dirty" when packages/ has uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "packages"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
+
+
 def machine_info(packages: Iterable[str] = ()) -> dict[str, Any]:
     """What a reader needs to judge the numbers: CPU, cores, OS, Python, package versions, date."""
     try:
@@ -218,15 +244,20 @@ def machine_info(packages: Iterable[str] = ()) -> dict[str, Any]:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,
+        # Other work on the machine skews absolute numbers (alternation keeps ratios fair).
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "packages": package_versions(packages),
+        "source_revision": source_revision(),
     }
 
 
 def machine_line(info: Mapping[str, Any]) -> str:
     memory = f", {info['memory_gib']} GiB RAM" if info.get("memory_gib") else ""
+    load = info.get("load_average_1_5_15")
+    load_text = f", load average {load[0]:.2f} when written" if load else ""
     return (
         f"{info['cpu_model']} ({info['usable_cores']} usable cores{memory}), {info['platform']}, "
-        f"{info['python_implementation']} {info['python']}, {info['date']}"
+        f"{info['python_implementation']} {info['python']}, {info['date']}{load_text}"
     )
 
 
