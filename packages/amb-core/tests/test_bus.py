@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from amb_core import BusClosedError, InMemoryBroker, Message, MessageBus
+from amb_core import BusClosedError, InMemoryBroker, Message, MessageBus, RequestTimeoutError
 
 pytestmark = pytest.mark.anyio
 
@@ -187,3 +187,31 @@ async def test_handler_errors_go_to_the_amb_logger(caplog: pytest.LogCaptureFixt
         await failed.wait()
     records = [r for r in caplog.records if r.name == "amb" and r.levelno == logging.ERROR]
     assert records and "broken" in records[0].getMessage()
+
+
+async def test_requests_time_out_in_deadline_order_whatever_order_they_were_made() -> None:
+    failed: list[float] = []
+
+    async def ask(bus: MessageBus, timeout: float) -> None:
+        with pytest.raises(RequestTimeoutError, match=f"within {timeout} s"):
+            await bus.request("nobody.answers", {}, timeout=timeout)
+        failed.append(timeout)
+
+    async with MessageBus() as bus, anyio.create_task_group() as tasks:
+        for timeout in (0.3, 0.05, 0.2, 0.1):
+            tasks.start_soon(ask, bus, timeout)
+    assert failed == [0.05, 0.1, 0.2, 0.3]
+
+
+async def test_a_timeout_still_fires_after_many_answered_requests() -> None:
+    async with MessageBus() as bus:
+
+        async def echo(message: Message) -> None:
+            await bus.reply(message, {"n": message.payload["n"]})
+
+        await bus.subscribe("echo", echo)
+        for n in range(500):  # leaves answered entries behind in the inbox's deadline heap
+            assert (await bus.request("echo", {"n": n}, timeout=30)).payload == {"n": n}
+        with pytest.raises(RequestTimeoutError):
+            await bus.request("nobody.answers", {}, timeout=0.05)
+        assert (await bus.request("echo", {"n": -1}, timeout=30)).payload == {"n": -1}
