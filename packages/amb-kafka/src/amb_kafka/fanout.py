@@ -1,0 +1,275 @@
+"""Ungrouped subscriptions: one consumer per adapter reads every partition they need, without
+joining a consumer group, and hands each record to the subscriptions that want it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import ConsumerStoppedError, KafkaError  # type: ignore[import-untyped]
+
+from amb_core.backoff import backoff_delays
+from amb_core.errors import BrokerUnavailableError
+from amb_core.subscription import Subscription
+from amb_core.wire import decode_or_log
+from amb_kafka.admin import TopicAdmin
+from amb_kafka.naming import topic_regex, wildcard
+
+logger = logging.getLogger("amb")
+
+#: Every fan-out reader of this process, so a topic created here is discovered at once.
+_readers: weakref.WeakSet[FanoutReader] = weakref.WeakSet()
+
+
+def topic_created() -> None:
+    """A topic was just created in this process: wildcard subscriptions look at once instead of
+    waiting for their next periodic look."""
+    for reader in list(_readers):
+        reader.poke()
+
+
+class _Reader:
+    """What the fan-out consumer knows of one subscription."""
+
+    __slots__ = ("active", "cursors", "regex", "subscription")
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.regex: re.Pattern[str] | None = (
+            topic_regex(subscription.pattern) if wildcard(subscription.pattern) else None
+        )
+        #: Next offset this subscription takes from each partition. Records below it were
+        #: published before it subscribed, or were already handed over (the consumer re-reads
+        #: a partition after a reassignment, and several subscriptions share one position).
+        self.cursors: dict[TopicPartition, int] = {}
+        self.active = True
+
+    def wants(self, topic: str) -> bool:
+        if self.regex is not None:
+            return self.regex.match(topic) is not None
+        return topic == self.subscription.pattern
+
+
+class FanoutReader:
+    """A manually assigned consumer shared by a set of ungrouped subscriptions.
+
+    Sharing one consumer keeps connections and fetches per bus constant, and hands a record to
+    every interested subscription in one pass. ``subscribe`` fixes each new subscription's
+    start at the partitions' end offsets before it returns; partitions that appear later
+    (topics created after a wildcard subscription) are read from their beginning.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        consumer_options: dict[str, Any],
+        admin: TopicAdmin,
+        discovery_interval: float,
+        create_topic: Callable[[str, int | None], Awaitable[object]],
+    ) -> None:
+        self._name = name
+        self._options = consumer_options
+        self._admin = admin
+        self._interval = discovery_interval
+        self._create_topic = create_topic
+        self._consumer: Any = None
+        self._readers: dict[str, _Reader] = {}
+        self._routes: dict[str, tuple[_Reader, ...]] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        _readers.add(self)
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def poke(self) -> None:
+        if self._watcher is not None:
+            self._wake.set()
+
+    async def add(self, subscription: Subscription, *, partitions: int | None = None) -> None:
+        """Start feeding ``subscription``; return once its start offsets are fixed."""
+        reader = _Reader(subscription)
+        async with self._lock:
+            consumer = await self._ensure_consumer()
+            if reader.regex is None:
+                await self._create_topic(subscription.pattern, partitions)
+                counts = await self._partition_counts(subscription.pattern)
+            else:
+                counts = {t: n for t, n in (await self._admin.topic_partitions()).items() if reader.wants(t)}
+            wanted = {TopicPartition(topic, p) for topic, count in counts.items() for p in range(count)}
+            fresh = wanted - self._assigned
+            self._reassign(self._assigned | wanted, hold=fresh)
+            if wanted:
+                try:
+                    ends = await consumer.end_offsets(list(wanted))
+                except KafkaError as error:
+                    self._reassign(self._assigned - fresh)
+                    raise BrokerUnavailableError(
+                        f"could not read the end offsets of {subscription.pattern!r}: {error}"
+                    ) from error
+                reader.cursors.update(ends)
+                for tp in fresh:
+                    consumer.seek(tp, ends[tp])
+                consumer.resume(*fresh)
+            self._readers[subscription.id] = reader
+            self._routes.clear()
+            if reader.regex is not None and self._watcher is None:
+                self._watcher = asyncio.ensure_future(self._watch())
+
+    async def remove(self, subscription: Subscription) -> None:
+        """Stop feeding ``subscription`` (idempotent)."""
+        reader = self._readers.pop(subscription.id, None)
+        if reader is None:
+            return
+        reader.active = False
+        self._routes.clear()
+        async with self._lock:
+            if not self._readers:
+                await self.close()
+                return
+            keep = {tp for other in self._readers.values() for tp in other.cursors}
+            if keep != self._assigned:
+                self._reassign(keep)
+
+    async def close(self) -> None:
+        for task in (self._watcher, self._task):
+            if task is not None:
+                task.cancel()
+        for task in (self._watcher, self._task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._watcher = self._task = None
+        consumer, self._consumer = self._consumer, None
+        self._assigned = set()
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except KafkaError as error:
+                logger.debug("closing the %s consumer: %s", self._name, error)
+
+    async def _ensure_consumer(self) -> Any:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(**self._options)
+            try:
+                await consumer.start()
+            except KafkaError as error:
+                await consumer.stop()
+                raise BrokerUnavailableError(f"could not start the Kafka consumer: {error}") from error
+            self._consumer = consumer
+            self._task = asyncio.ensure_future(self._dispatch(consumer))
+        return self._consumer
+
+    async def _partition_counts(self, topic: str) -> dict[str, int]:
+        """The partition count of ``topic``, waiting out the moment a new topic has no
+        metadata yet."""
+        for delay in backoff_delays(0.02, 0.5):
+            count = (await self._admin.topic_partitions()).get(topic, 0)
+            if count:
+                return {topic: count}
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reassign(
+        self,
+        wanted: set[TopicPartition],
+        *,
+        hold: set[TopicPartition] | None = None,
+        rewind: set[TopicPartition] | None = None,
+    ) -> None:
+        """Assign ``wanted``. A new assignment loses every position, so each partition goes back
+        to the lowest cursor any subscription has on it (as do those in ``rewind``). Partitions
+        in ``hold`` stay paused until the caller has positioned them."""
+        consumer = self._consumer
+        hold = hold or set()
+        if wanted != self._assigned:
+            consumer.assign(list(wanted))
+            self._assigned = set(wanted)
+            reposition = wanted - hold
+        else:
+            reposition = rewind or set()
+        if hold:
+            consumer.pause(*hold)
+        for tp in reposition:
+            starts = [reader.cursors[tp] for reader in self._readers.values() if tp in reader.cursors]
+            if starts:
+                consumer.seek(tp, min(starts))
+
+    def _route(self, topic: str) -> tuple[_Reader, ...]:
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._routes[topic] = tuple(r for r in self._readers.values() if r.wants(topic))
+        return route
+
+    async def _dispatch(self, consumer: Any) -> None:
+        delays = backoff_delays()
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as error:
+                logger.warning("the %s consumer failed to fetch, retrying: %s", self._name, error)
+                await asyncio.sleep(next(delays))
+                continue
+            delays = backoff_delays()
+            for tp, records in batches.items():
+                topic = tp.topic
+                for record in records:
+                    offset = record.offset
+                    message: Any = False
+                    for reader in self._route(topic):
+                        cursor = reader.cursors.get(tp)
+                        if cursor is None or offset < cursor or not reader.active:
+                            continue
+                        reader.cursors[tp] = offset + 1
+                        if message is False:
+                            message = decode_or_log(record.value or b"", topic)
+                        if message is None:
+                            continue
+                        subscription = reader.subscription
+                        if not subscription.offer(message):
+                            await subscription.deliver(message)
+
+    async def _watch(self) -> None:
+        """Look for new topics and partitions for the wildcard subscriptions."""
+        while any(reader.regex is not None for reader in self._readers.values()):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                counts = await self._admin.topic_partitions()
+            except KafkaError as error:
+                logger.debug("topic discovery for the %s consumer failed: %s", self._name, error)
+                continue
+            async with self._lock:
+                if self._consumer is not None:
+                    self._discover(counts)
+        self._watcher = None
+
+    def _discover(self, counts: dict[str, int]) -> None:
+        found: set[TopicPartition] = set()
+        for reader in self._readers.values():
+            if reader.regex is None:
+                continue
+            for topic, count in counts.items():
+                if not reader.wants(topic):
+                    continue
+                for partition in range(count):
+                    tp = TopicPartition(topic, partition)
+                    if tp not in reader.cursors:
+                        # It appeared after the subscription, so all of it is news.
+                        reader.cursors[tp] = 0
+                        found.add(tp)
+        if found:
+            logger.debug("the %s consumer discovered %s", self._name, sorted(found))
+            self._reassign(self._assigned | found, rewind=found)

@@ -1,0 +1,232 @@
+"""Kafka-specific behaviour against a real broker: wire format, keys and partitions, commits,
+retries and dead letters, topic discovery, and the reply inbox's lifetime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import NewTopic  # type: ignore[import-untyped]
+
+from amb_core import BrokerUnavailableError, Message, MessageBus
+from amb_core.wire import decode, encode
+from amb_kafka import KafkaBroker, dead_letter_topic
+from conftest import BOOTSTRAP, WAIT, BusFactory, Received
+
+pytestmark = pytest.mark.anyio
+
+
+async def _records(topic: str, count: int, partitions: int = 1) -> list[Any]:
+    """The first ``count`` records of ``topic``, read with a plain aiokafka consumer."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        with anyio.fail_after(WAIT):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_records_carry_the_envelope_and_the_publishers_key(make_bus: BusFactory, topic: str) -> None:
+    bus = await make_bus(num_partitions=4)
+    ids = [await bus.publish(topic, {"n": n}, wait_for_confirmation=True) for n in range(20)]
+    records = await _records(topic, 20, partitions=4)
+    assert isinstance(bus.adapter, KafkaBroker)
+    assert {record.key for record in records} == {bus.adapter.record_key}
+    assert len({record.partition for record in records}) == 1  # so they stay in order
+    assert [decode(record.value).id for record in records] == ids
+    assert all(record.headers == () for record in records)
+
+
+async def test_one_publisher_stays_in_order_across_partitions(make_bus: BusFactory, topic: str) -> None:
+    publisher, subscriber = await make_bus(num_partitions=3), await make_bus()
+    got = Received()
+    await subscriber.subscribe(topic, got)
+    for n in range(200):
+        await publisher.publish(topic, {"n": n})
+    await got.wait_for(200)
+    assert [p["n"] for p in got.payloads] == list(range(200))
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_moves_on(
+    make_bus: BusFactory, topic: str
+) -> None:
+    bus = await make_bus(max_attempts=2)
+    got = Received()
+    attempts: dict[int, int] = {}
+
+    async def fails_on_zero(message: Message) -> None:
+        n = message.payload["n"]
+        attempts[n] = attempts.get(n, 0) + 1
+        if n == 0:
+            raise RuntimeError("always fails")
+        await got(message)
+
+    await bus.subscribe(topic, fails_on_zero, group="workers")
+    await bus.publish(topic, {"n": 0})
+    await bus.publish(topic, {"n": 1})
+    await got.wait_for(1)
+    [record] = await _records(dead_letter_topic(topic), 1)
+    assert attempts[0] == 2
+    assert decode(record.value).payload == {"n": 0}
+    headers = dict(record.headers)
+    assert headers["amb-dlq-topic"] == topic.encode()
+    assert headers["amb-dlq-group"] == f"workers.{topic}".encode()
+    assert headers["amb-dlq-attempts"] == b"2"
+    assert headers["amb-dlq-offset"] == b"0"
+
+
+async def test_a_group_resumes_from_its_last_commit(make_bus: BusFactory, topic: str) -> None:
+    publisher = await make_bus()
+    first_bus = await make_bus()
+    first = Received()
+    await first_bus.subscribe(topic, first, group="workers", concurrency=4)
+    for n in range(10):
+        await publisher.publish(topic, {"n": n})
+    await first.wait_for(10)
+    await first_bus.disconnect()
+    for n in range(10, 15):
+        await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
+    second = Received()
+    second_bus = await make_bus()
+    await second_bus.subscribe(topic, second, group="workers")
+    await second.wait_for(5)
+    await publisher.publish(topic, {"n": 15})
+    await second.wait_for(6)
+    assert [p["n"] for p in second.payloads] == list(range(10, 16))  # nothing handled twice
+
+
+async def test_a_message_abandoned_at_shutdown_goes_to_the_next_member(
+    make_bus: BusFactory, topic: str
+) -> None:
+    publisher = await make_bus()
+    holding = anyio.Event()
+
+    async def hangs(message: Message) -> None:
+        holding.set()
+        await anyio.sleep_forever()
+
+    first_bus = await make_bus(drain_timeout=0.1, leave_timeout=0.1)
+    await first_bus.subscribe(topic, hangs, group="workers")
+    await publisher.publish(topic, {"n": 1})
+    with anyio.fail_after(WAIT):
+        await holding.wait()
+    await first_bus.disconnect()  # the handler is cancelled: the message was never handled
+
+    got = Received()
+    second_bus = await make_bus()
+    await second_bus.subscribe(topic, got, group="workers")
+    assert [m.payload for m in await got.wait_for(1)] == [{"n": 1}]
+
+
+async def test_out_of_order_completions_commit_only_the_finished_prefix(
+    make_bus: BusFactory, topic: str
+) -> None:
+    publisher = await make_bus()
+    release = anyio.Event()
+    done = Received()
+
+    async def first_one_waits(message: Message) -> None:
+        if message.payload["n"] == 0:
+            await release.wait()
+        await done(message)
+
+    bus = await make_bus(drain_timeout=0.1, leave_timeout=0.1)
+    await bus.subscribe(topic, first_one_waits, group="workers", concurrency=4)
+    for n in range(4):
+        await publisher.publish(topic, {"n": n})
+    await done.wait_for(3)  # 1, 2 and 3 finished while 0 is still running
+    await bus.disconnect()  # 0 is cancelled: nothing may be committed past it
+
+    again = Received()
+    second = await make_bus()
+    await second.subscribe(topic, again, group="workers")
+    await again.wait_for(4)
+    assert sorted(p["n"] for p in again.payloads) == [0, 1, 2, 3]
+
+
+async def _produce_plain(topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize("group", [None, "workers"])
+async def test_wildcards_find_topics_created_elsewhere(
+    make_bus: BusFactory, topic: str, group: str | None, admin: Any
+) -> None:
+    bus = await make_bus(discovery_interval=0.2)
+    got = Received()
+    await bus.subscribe(f"{topic}.*", got, group=group)
+    # Created and written by a foreign client: only periodic discovery can find it, and its
+    # first record was written before the subscription knew the topic.
+    await admin.create_topics([NewTopic(f"{topic}.new", 1, 1)])
+    message = Message(id="m1", topic=f"{topic}.new", payload={"n": 1})
+    await _produce_plain(f"{topic}.new", encode(message))
+    [received] = await got.wait_for(1)
+    assert received.id == "m1"
+
+
+async def test_the_inbox_lives_as_long_as_its_bus(make_bus: BusFactory, topic: str, admin: Any) -> None:
+    requester, responder = await make_bus(), await make_bus()
+    inboxes: list[str] = []
+    release = anyio.Event()
+    replied = anyio.Event()
+
+    async def late(request: Message) -> None:
+        assert request.reply_to is not None
+        inboxes.append(request.reply_to)
+        await release.wait()
+        await responder.reply(request, {"ok": True})
+        replied.set()
+
+    await responder.subscribe(topic, late)
+    with pytest.raises(TimeoutError):
+        await requester.request(topic, {}, timeout=0.5)
+    [inbox] = inboxes
+    assert inbox in await admin.list_topics()
+    await requester.disconnect()
+    assert inbox not in await admin.list_topics()
+    release.set()  # the responder now answers a bus that has gone away
+    with anyio.fail_after(WAIT):
+        await replied.wait()
+    await responder.publish(f"{topic}.other", {"n": 1}, wait_for_confirmation=True)  # refreshes metadata
+    assert inbox not in await admin.list_topics(), "a late reply does not bring the inbox back"
+
+
+async def test_connecting_to_nothing_is_a_connection_error() -> None:
+    bus = MessageBus(KafkaBroker("127.0.0.1:1", request_timeout_ms=2000))
+    with pytest.raises(BrokerUnavailableError) as raised:
+        await bus.connect()
+    assert isinstance(raised.value, ConnectionError)
+
+
+async def test_a_producer_that_died_is_replaced(make_bus: BusFactory, topic: str) -> None:
+    import asyncio
+
+    bus = await make_bus()
+    adapter = bus.adapter
+    assert isinstance(adapter, KafkaBroker)
+    got = Received()
+    await bus.subscribe(topic, got)
+    dead = adapter._producer
+    failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    failure.set_exception(RuntimeError("the sender task crashed"))
+    adapter._producer_ended(dead, failure)  # what the sender task's done-callback reports
+    assert adapter._revival is not None
+    await adapter._revival
+    assert adapter._producer is not dead
+    await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    assert [m.payload for m in await got.wait_for(1)] == [{"n": 1}]
