@@ -1,0 +1,115 @@
+"""Our bus: every scenario through `MessageBus.from_url`, the public API only.
+
+Publisher and subscribers are separate buses (separate connections on a real broker), as two
+agents would be; for ``memory://`` both buses share one named in-memory broker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
+
+from harness import now_ns, package_versions
+from scenarios import (
+    PAYLOAD,
+    REPLY,
+    REQUEST_TIMEOUT_S,
+    Countdown,
+    Implementation,
+    Runner,
+    Sample,
+    ScenarioContext,
+    prime,
+    publish_runner,
+    request_runner,
+    unique_name,
+)
+
+if TYPE_CHECKING:
+    from amb_core import Message, MessageBus
+
+DISTRIBUTIONS = {"memory": "amb-core", "redis": "amb-redis", "rabbitmq": "amb-rabbitmq", "kafka": "amb-kafka"}
+
+
+class AmbImpl(Implementation):
+    name = "amb"
+
+    def __init__(self, adapter: str, url: str) -> None:
+        # A private named in-memory broker, shared by this implementation's buses only.
+        super().__init__(adapter, f"memory://bench-{os.urandom(4).hex()}" if adapter == "memory" else url)
+
+    def describe(self) -> str:
+        versions = package_versions(sorted({"amb-core", DISTRIBUTIONS[self.adapter]}))
+        return ", ".join(f"{name} {ver or 'not installed'}" for name, ver in versions.items())
+
+    def _bus(self) -> MessageBus:
+        from amb_core import MessageBus  # imported late: a broken adapter must not stop run.py
+
+        return MessageBus.from_url(self.url)
+
+    async def check(self) -> None:
+        async with self._bus():
+            pass
+
+    @asynccontextmanager
+    async def publish(self) -> AsyncIterator[Runner]:
+        async with self._bus() as bus:
+            topic = unique_name("publish")
+
+            async def run(n: int) -> Sample:
+                start = now_ns()
+                for _ in range(n - 1):
+                    await bus.publish(topic, PAYLOAD)
+                # The last one waits for the broker: on one connection, it was accepted after the others.
+                await bus.publish(topic, PAYLOAD, wait_for_confirmation=True)
+                return Sample(n, now_ns() - start)
+
+            yield run
+
+    @asynccontextmanager
+    async def _consumers(self, kind: str, count: int, group: str | None) -> AsyncIterator[Runner]:
+        async with AsyncExitStack() as stack:
+            publisher = await stack.enter_async_context(self._bus())
+            consumer = await stack.enter_async_context(self._bus())
+            topic = unique_name(kind)
+            countdown = Countdown()
+
+            async def handler(message: Message) -> None:
+                countdown.hit()
+
+            for _ in range(count):
+                await consumer.subscribe(topic, handler, group=group)
+
+            async def publish() -> None:
+                await publisher.publish(topic, PAYLOAD)
+
+            per_message = 1 if group else count
+            await prime(publish, countdown, per_message)
+            yield publish_runner(publish, countdown, per_message)
+
+    def end_to_end(self) -> ScenarioContext:
+        return self._consumers("e2e", 1, None)
+
+    def fan_out(self, subscribers: int) -> ScenarioContext:
+        return self._consumers("fanout", subscribers, None)
+
+    def competing(self, members: int) -> ScenarioContext:
+        return self._consumers("competing", members, unique_name("group").replace(".", "-"))
+
+    @asynccontextmanager
+    async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
+        async with self._bus() as requester, self._bus() as responder:
+            topic = unique_name("rpc")
+
+            async def respond(message: Message) -> None:
+                await responder.reply(message, REPLY)
+
+            await responder.subscribe(topic, respond)
+
+            async def request() -> None:
+                await requester.request(topic, PAYLOAD, timeout=REQUEST_TIMEOUT_S)
+
+            await request()  # the first request opens the requester's reply inbox
+            yield request_runner(request, in_flight)

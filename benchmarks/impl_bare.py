@@ -1,0 +1,613 @@
+"""The bare client doing the same work: the practical limit on each broker.
+
+* memory: an asyncio.Queue per subscription (a shared one for a group) and a task draining it;
+* redis: redis-py pub/sub (PUBLISH / SUBSCRIBE), Redis Streams with a consumer group for the
+  competing consumers (pub/sub cannot share work);
+* rabbitmq: aio-pika on a topic exchange, one queue per subscriber, a shared queue for the group,
+  a classic reply queue plus correlation ids for request/reply;
+* kafka: aiokafka, a producer that sends without waiting and flushes at the end, consumers
+  reading from the first offset of a fresh topic, a consumer group over 4 partitions.
+
+Messages are the same JSON bytes (or, in memory, the same dict) every implementation sends, and
+consumers decode them, so the work per message is what any client must do at least.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from harness import now_ns, package_versions
+from scenarios import (
+    PAYLOAD,
+    PAYLOAD_BYTES,
+    REPLY,
+    REPLY_BYTES,
+    Countdown,
+    Implementation,
+    Replies,
+    Runner,
+    Sample,
+    ScenarioContext,
+    cancel_all,
+    prime,
+    publish_runner,
+    request_runner,
+    unique_name,
+)
+
+#: Kafka consumers' fetch_max_wait_ms for bare aiokafka and FastStream alike (default 500 ms
+#: would make a lone request wait for the fetch timeout).
+KAFKA_FETCH_WAIT_MS = 10
+#: redis-py has no multiplexing: 100 requests in flight need 100 pooled connections (default cap 100).
+REDIS_MAX_CONNECTIONS = 256
+
+
+def bare_for(adapter: str, url: str) -> Implementation:
+    classes: dict[str, type[Implementation]] = {
+        "memory": BareMemory,
+        "redis": BareRedis,
+        "rabbitmq": BareRabbitMQ,
+        "kafka": BareKafka,
+    }
+    return classes[adapter](adapter, url)
+
+
+# =========================================================================== memory
+
+
+class _QueueBroker:
+    """Topic -> bounded asyncio queues, drained by one task per consumer: the least a
+    publish/subscribe hop inside one event loop can cost."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, list[asyncio.Queue[Any]]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def publish(self, topic: str, item: Any) -> None:
+        for queue in self.routes.get(topic, ()):
+            await queue.put(item)
+
+    def consume(self, topic: str, handler: Callable[[Any], Awaitable[None]], workers: int = 1) -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)  # the bus's default queue bound
+        self.routes.setdefault(topic, []).append(queue)
+
+        async def drain() -> None:
+            while True:
+                await handler(await queue.get())
+
+        self.tasks.extend(asyncio.get_running_loop().create_task(drain()) for _ in range(workers))
+
+
+class BareMemory(Implementation):
+    name = "bare"
+
+    def describe(self) -> str:
+        return "asyncio.Queue pipeline (stdlib)"
+
+    @asynccontextmanager
+    async def publish(self) -> AsyncIterator[Runner]:
+        broker = _QueueBroker()
+        topic = unique_name("publish")
+
+        async def run(n: int) -> Sample:
+            start = now_ns()
+            for _ in range(n):
+                await broker.publish(topic, PAYLOAD)
+            return Sample(n, now_ns() - start)
+
+        yield run
+
+    @asynccontextmanager
+    async def _consumers(self, count: int, grouped: bool) -> AsyncIterator[Runner]:
+        broker = _QueueBroker()
+        topic = unique_name("consume")
+        countdown = Countdown()
+
+        async def handler(item: Any) -> None:
+            countdown.hit()
+
+        if grouped:
+            broker.consume(topic, handler, workers=count)
+        else:
+            for _ in range(count):
+                broker.consume(topic, handler)
+
+        async def publish() -> None:
+            await broker.publish(topic, PAYLOAD)
+
+        try:
+            per_message = 1 if grouped else count
+            await prime(publish, countdown, per_message)
+            yield publish_runner(publish, countdown, per_message)
+        finally:
+            await cancel_all(broker.tasks)
+
+    def end_to_end(self) -> ScenarioContext:
+        return self._consumers(1, False)
+
+    def fan_out(self, subscribers: int) -> ScenarioContext:
+        return self._consumers(subscribers, False)
+
+    def competing(self, members: int) -> ScenarioContext:
+        return self._consumers(members, True)
+
+    @asynccontextmanager
+    async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
+        broker = _QueueBroker()
+        replies = Replies()
+        topic = unique_name("rpc")
+
+        async def respond(item: tuple[str, dict[str, Any]]) -> None:
+            replies.resolve(item[0], REPLY)  # type: ignore[arg-type]  # in memory the reply is the dict
+
+        broker.consume(topic, respond)
+
+        async def request() -> None:
+            correlation_id, future = replies.expect()
+            await broker.publish(topic, (correlation_id, PAYLOAD))
+            await replies.wait(correlation_id, future)
+
+        try:
+            yield request_runner(request, in_flight)
+        finally:
+            await cancel_all(broker.tasks)
+
+
+# =========================================================================== redis
+
+
+class BareRedis(Implementation):
+    name = "bare"
+
+    def describe(self) -> str:
+        return f"redis-py {package_versions(['redis'])['redis']}"
+
+    def _client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(self.url, max_connections=REDIS_MAX_CONNECTIONS)
+
+    async def check(self) -> None:
+        client = self._client()
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def publish(self) -> AsyncIterator[Runner]:
+        client = self._client()
+        channel = unique_name("publish")
+
+        async def run(n: int) -> Sample:
+            start = now_ns()
+            for _ in range(n):
+                await client.publish(channel, PAYLOAD_BYTES)
+            return Sample(n, now_ns() - start)
+
+        try:
+            yield run
+        finally:
+            await client.aclose()
+
+    @staticmethod
+    async def _listen(pubsub: Any, on_message: Callable[[bytes], Awaitable[None]]) -> None:
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None and message["type"] == "message":
+                await on_message(message["data"])
+
+    @asynccontextmanager
+    async def _subscribers(self, count: int) -> AsyncIterator[Runner]:
+        publisher, consumer = self._client(), self._client()
+        channel = unique_name("pubsub")
+        countdown = Countdown()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def handler(data: bytes) -> None:
+            json.loads(data)
+            countdown.hit()
+
+        pubsubs = []
+        try:
+            for _ in range(count):  # one connection per subscriber, as separate agents would have
+                pubsub = consumer.pubsub()
+                await pubsub.subscribe(channel)
+                pubsubs.append(pubsub)
+                tasks.append(asyncio.create_task(self._listen(pubsub, handler)))
+
+            async def publish() -> None:
+                await publisher.publish(channel, PAYLOAD_BYTES)
+
+            await prime(publish, countdown, count)
+            yield publish_runner(publish, countdown, count)
+        finally:
+            await cancel_all(tasks)
+            for pubsub in pubsubs:
+                await pubsub.aclose()
+            await publisher.aclose()
+            await consumer.aclose()
+
+    def end_to_end(self) -> ScenarioContext:
+        return self._subscribers(1)
+
+    def fan_out(self, subscribers: int) -> ScenarioContext:
+        return self._subscribers(subscribers)
+
+    @asynccontextmanager
+    async def competing(self, members: int) -> AsyncIterator[Runner]:
+        publisher, consumer = self._client(), self._client()
+        stream, group = unique_name("stream"), "workers"
+        countdown = Countdown()
+        await consumer.xgroup_create(stream, group, id="$", mkstream=True)
+
+        running = True
+
+        async def work(name: str) -> None:
+            # redis-py may swallow a cancellation that lands in a blocking XREADGROUP, so the
+            # loop also checks a flag, and blocks briefly.
+            while running:
+                answer = await consumer.xreadgroup(group, name, {stream: ">"}, count=100, block=100)
+                for _, entries in answer or ():
+                    for _, fields in entries:
+                        json.loads(fields[b"d"])
+                        countdown.hit()
+                    await consumer.xack(stream, group, *(entry_id for entry_id, _ in entries))
+
+        tasks = [asyncio.create_task(work(f"c{i}")) for i in range(members)]
+
+        async def publish() -> None:
+            await publisher.xadd(stream, {"d": PAYLOAD_BYTES})
+
+        try:
+            await prime(publish, countdown, 1)
+            yield publish_runner(publish, countdown, 1)
+        finally:
+            running = False
+            await cancel_all(tasks)
+            await publisher.delete(stream)
+            await publisher.aclose()
+            await consumer.aclose()
+
+    @asynccontextmanager
+    async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
+        requester, responder = self._client(), self._client()
+        topic, inbox = unique_name("rpc"), unique_name("inbox")
+        replies = Replies()
+        inbox_sub, request_sub = requester.pubsub(), responder.pubsub()
+        await inbox_sub.subscribe(inbox)
+        await request_sub.subscribe(topic)
+
+        async def on_reply(data: bytes) -> None:
+            reply = json.loads(data)
+            replies.resolve(reply["c"], data)
+
+        async def on_request(data: bytes) -> None:
+            request = json.loads(data)
+            await responder.publish(request["r"], json.dumps({"c": request["c"], "p": REPLY}).encode())
+
+        tasks = [
+            asyncio.create_task(self._listen(inbox_sub, on_reply)),
+            asyncio.create_task(self._listen(request_sub, on_request)),
+        ]
+
+        async def request() -> None:
+            correlation_id, future = replies.expect()
+            await requester.publish(
+                topic, json.dumps({"c": correlation_id, "r": inbox, "p": PAYLOAD}).encode()
+            )
+            await replies.wait(correlation_id, future)
+
+        try:
+            await request()
+            yield request_runner(request, in_flight)
+        finally:
+            await cancel_all(tasks)
+            await inbox_sub.aclose()
+            await request_sub.aclose()
+            await requester.aclose()
+            await responder.aclose()
+
+
+# =========================================================================== rabbitmq
+
+EXCHANGE = "amb-bench"
+
+
+class BareRabbitMQ(Implementation):
+    name = "bare"
+
+    def describe(self) -> str:
+        versions = package_versions(["aio-pika", "aiormq"])
+        return f"aio-pika {versions['aio-pika']} (aiormq {versions['aiormq']})"
+
+    async def _connect(self, stack: AsyncExitStack) -> Any:
+        import aio_pika
+
+        connection = await aio_pika.connect(self.url)
+        stack.push_async_callback(connection.close)
+        return connection
+
+    async def _exchange(self, channel: Any) -> Any:
+        import aio_pika
+
+        return await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, auto_delete=False)
+
+    async def check(self) -> None:
+        async with AsyncExitStack() as stack:
+            await self._connect(stack)
+
+    @asynccontextmanager
+    async def publish(self) -> AsyncIterator[Runner]:
+        import aio_pika
+
+        async with AsyncExitStack() as stack:
+            connection = await self._connect(stack)
+            channel = await connection.channel(publisher_confirms=False)
+            exchange = await self._exchange(channel)
+            topic = unique_name("publish")
+
+            async def run(n: int) -> Sample:
+                start = now_ns()
+                for _ in range(n):
+                    await exchange.publish(aio_pika.Message(PAYLOAD_BYTES), routing_key=topic)
+                # A synchronous method on the same channel: its answer comes after the broker
+                # has processed every publish before it.
+                await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, passive=True)
+                return Sample(n, now_ns() - start)
+
+            yield run
+
+    @asynccontextmanager
+    async def _consumers(self, count: int, grouped: bool) -> AsyncIterator[Runner]:
+        import aio_pika
+
+        async with AsyncExitStack() as stack:
+            publisher = await self._connect(stack)
+            consumer = await self._connect(stack)
+            pub_channel = await publisher.channel(publisher_confirms=False)
+            exchange = await self._exchange(pub_channel)
+            topic = unique_name("consume")
+            countdown = Countdown()
+
+            async def on_message(message: Any) -> None:
+                json.loads(message.body)
+                countdown.hit()
+
+            async def on_work(message: Any) -> None:
+                json.loads(message.body)
+                countdown.hit()
+                await message.ack()
+
+            if grouped:
+                shared = unique_name("work")
+                for _ in range(count):
+                    channel = await consumer.channel()
+                    await channel.set_qos(prefetch_count=100)
+                    queue = await channel.declare_queue(shared, auto_delete=True)
+                    await queue.bind(EXCHANGE, routing_key=topic)
+                    await queue.consume(on_work)
+            else:
+                channel = await consumer.channel()
+                for _ in range(count):
+                    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+                    await queue.bind(EXCHANGE, routing_key=topic)
+                    await queue.consume(on_message, no_ack=True)
+
+            async def publish() -> None:
+                await exchange.publish(aio_pika.Message(PAYLOAD_BYTES), routing_key=topic)
+
+            per_message = 1 if grouped else count
+            await prime(publish, countdown, per_message)
+            yield publish_runner(publish, countdown, per_message)
+
+    def end_to_end(self) -> ScenarioContext:
+        return self._consumers(1, False)
+
+    def fan_out(self, subscribers: int) -> ScenarioContext:
+        return self._consumers(subscribers, False)
+
+    def competing(self, members: int) -> ScenarioContext:
+        return self._consumers(members, True)
+
+    @asynccontextmanager
+    async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
+        import aio_pika
+
+        async with AsyncExitStack() as stack:
+            requester = await self._connect(stack)
+            responder = await self._connect(stack)
+            req_channel = await requester.channel(publisher_confirms=False)
+            resp_channel = await responder.channel(publisher_confirms=False)
+            exchange = await self._exchange(req_channel)
+            topic = unique_name("rpc")
+            replies = Replies()
+
+            inbox = await req_channel.declare_queue(exclusive=True, auto_delete=True)
+
+            async def on_reply(message: Any) -> None:
+                replies.resolve(message.correlation_id, message.body)
+
+            await inbox.consume(on_reply, no_ack=True)
+
+            requests = await resp_channel.declare_queue(exclusive=True, auto_delete=True)
+            await requests.bind(EXCHANGE, routing_key=topic)
+
+            async def on_request(message: Any) -> None:
+                json.loads(message.body)
+                await resp_channel.default_exchange.publish(
+                    aio_pika.Message(REPLY_BYTES, correlation_id=message.correlation_id),
+                    routing_key=message.reply_to,
+                )
+
+            await requests.consume(on_request, no_ack=True)
+
+            async def request() -> None:
+                correlation_id, future = replies.expect()
+                await exchange.publish(
+                    aio_pika.Message(PAYLOAD_BYTES, correlation_id=correlation_id, reply_to=inbox.name),
+                    routing_key=topic,
+                )
+                await replies.wait(correlation_id, future)
+
+            await request()
+            yield request_runner(request, in_flight)
+
+
+# =========================================================================== kafka
+
+
+class BareKafka(Implementation):
+    name = "bare"
+
+    def describe(self) -> str:
+        return f"aiokafka {package_versions(['aiokafka'])['aiokafka']}"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.url.split("://", 1)[-1].rstrip("/")
+
+    async def check(self) -> None:
+        async with AsyncExitStack() as stack:
+            await self._producer(stack)
+
+    async def _producer(self, stack: AsyncExitStack) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        return producer
+
+    async def _topic(self, stack: AsyncExitStack, kind: str, partitions: int = 1) -> str:
+        """A fresh topic, deleted afterwards, so consumers can read it from its first offset."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        name = unique_name(kind)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        stack.push_async_callback(admin.close)
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+
+        async def delete() -> None:
+            with contextlib.suppress(Exception):  # best effort: the broker keeps 24 h of logs anyway
+                await admin.delete_topics([name])
+
+        stack.push_async_callback(delete)
+        return name
+
+    async def _consumer(self, stack: AsyncExitStack, topic: str, group: str | None) -> Any:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=group is not None,
+            fetch_max_wait_ms=KAFKA_FETCH_WAIT_MS,
+        )
+        if group is None:
+            consumer.assign([TopicPartition(topic, 0)])
+        else:
+            consumer.subscribe([topic])
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        return consumer
+
+    @staticmethod
+    async def _read(consumer: Any, on_record: Callable[[Any], Awaitable[None]]) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    await on_record(record)
+
+    @asynccontextmanager
+    async def publish(self) -> AsyncIterator[Runner]:
+        async with AsyncExitStack() as stack:
+            producer = await self._producer(stack)
+            topic = await self._topic(stack, "publish")
+
+            async def run(n: int) -> Sample:
+                start = now_ns()
+                for _ in range(n):
+                    await producer.send(topic, PAYLOAD_BYTES)  # queues the record; returns a future
+                await producer.flush()
+                return Sample(n, now_ns() - start)
+
+            yield run
+
+    @asynccontextmanager
+    async def _consumers(self, count: int, grouped: bool) -> AsyncIterator[Runner]:
+        async with AsyncExitStack() as stack:
+            producer = await self._producer(stack)
+            topic = await self._topic(stack, "consume", partitions=count if grouped else 1)
+            countdown = Countdown()
+            group = unique_name("group") if grouped else None
+
+            async def on_record(record: Any) -> None:
+                json.loads(record.value)
+                countdown.hit()
+
+            consumers = [await self._consumer(stack, topic, group) for _ in range(count)]
+            tasks = [asyncio.create_task(self._read(c, on_record)) for c in consumers]
+            stack.push_async_callback(cancel_all, tasks)
+            if grouped:  # wait until the group has shared out the partitions
+                deadline = now_ns() + 30 * 10**9
+                while not all(c.assignment() for c in consumers) and now_ns() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # aiokafka has no event for "partitions assigned"
+
+            async def publish() -> None:
+                await producer.send(topic, PAYLOAD_BYTES)
+
+            per_message = 1 if grouped else count
+            await prime(publish, countdown, per_message)
+            yield publish_runner(publish, countdown, per_message)
+
+    def end_to_end(self) -> ScenarioContext:
+        return self._consumers(1, False)
+
+    def fan_out(self, subscribers: int) -> ScenarioContext:
+        return self._consumers(subscribers, False)
+
+    def competing(self, members: int) -> ScenarioContext:
+        return self._consumers(members, True)
+
+    @asynccontextmanager
+    async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
+        async with AsyncExitStack() as stack:
+            requester = await self._producer(stack)
+            responder = await self._producer(stack)
+            topic = await self._topic(stack, "rpc")
+            inbox = await self._topic(stack, "inbox")
+            replies = Replies()
+
+            async def on_reply(record: Any) -> None:
+                replies.resolve(dict(record.headers).get("c", b"").decode(), record.value)
+
+            async def on_request(record: Any) -> None:
+                json.loads(record.value)
+                headers = dict(record.headers)
+                await responder.send(headers["r"].decode(), REPLY_BYTES, headers=[("c", headers["c"])])
+
+            inbox_reader = await self._consumer(stack, inbox, None)
+            request_reader = await self._consumer(stack, topic, None)
+            tasks = [
+                asyncio.create_task(self._read(inbox_reader, on_reply)),
+                asyncio.create_task(self._read(request_reader, on_request)),
+            ]
+            stack.push_async_callback(cancel_all, tasks)
+
+            async def request() -> None:
+                correlation_id, future = replies.expect()
+                headers = [("c", correlation_id.encode()), ("r", inbox.encode())]
+                await requester.send(topic, PAYLOAD_BYTES, headers=headers)
+                await replies.wait(correlation_id, future)
+
+            await request()
+            yield request_runner(request, in_flight)
