@@ -70,7 +70,7 @@ def types(session: nox.Session) -> None:
     _install_packages(session, *ADAPTERS)
     session.install("mypy", "pytest", "nox")
     session.run("mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS]])
-    session.run("mypy", "--strict", "scripts/services.py", "tests-contract")
+    session.run("mypy", "--strict", "scripts/services.py", "tests-contract", "benchmarks")
 
 
 @nox.session(python=PYTHONS)

@@ -90,8 +90,8 @@ def _text(value: object) -> str:
 
 
 async def _kafka(url: str) -> dict[str, Any]:
-    from aiokafka.client import AIOKafkaClient
-    from aiokafka.protocol.admin import ApiVersionRequest
+    from aiokafka.client import AIOKafkaClient  # type: ignore[import-untyped]
+    from aiokafka.protocol.admin import ApiVersionRequest  # type: ignore[import-untyped]
 
     client = AIOKafkaClient(bootstrap_servers=url.split("://", 1)[-1].rstrip("/"))
     await client.bootstrap()

@@ -477,7 +477,7 @@ class BareKafka(Implementation):
             await self._producer(stack)
 
     async def _producer(self, stack: AsyncExitStack) -> Any:
-        from aiokafka import AIOKafkaProducer
+        from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
         await producer.start()
@@ -486,7 +486,7 @@ class BareKafka(Implementation):
 
     async def _topic(self, stack: AsyncExitStack, kind: str, partitions: int = 1) -> str:
         """A fresh topic, deleted afterwards, so consumers can read it from its first offset."""
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
         name = unique_name(kind)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
