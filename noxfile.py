@@ -68,7 +68,7 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     """mypy --strict over every package, the launcher and the contract suite."""
     _install_packages(session, *ADAPTERS)
-    session.install("mypy", "pytest", "nox")
+    session.install("mypy", "pytest", "nox", "matplotlib", "faststream[redis,rabbit,kafka]")
     session.run("mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS]])
     session.run("mypy", "--strict", "scripts/services.py", "tests-contract", "benchmarks")
 
