@@ -19,7 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
-from amb_core import Message, MessageBus
+from amb_core import MessageBus
+from amb_core.testing import Recorder
 
 URL = os.environ.get("AMB_CONTRACT_URL", "memory://contract")
 SCHEME = URL.partition("://")[0]
@@ -88,41 +89,11 @@ async def bus(make_bus: BusFactory) -> MessageBus:
     return await make_bus()
 
 
-class Received:
-    """A handler that records what it gets and lets a test await a number of messages."""
+class Received(Recorder):
+    """`amb_core.testing.Recorder`, bounded by the suite's `WAIT`."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._waiters: list[tuple[int, anyio.Event]] = []
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self._notify()
-
-    def _notify(self) -> None:
-        for count, event in self._waiters:
-            if len(self.messages) >= count:
-                event.set()
-
-    async def wait_for(self, count: int) -> list[Message]:
-        """Wait until ``count`` messages arrived (failing after `WAIT` seconds)."""
-        if len(self.messages) < count:
-            event = anyio.Event()
-            self._waiters.append((count, event))
-            try:
-                with anyio.fail_after(WAIT):
-                    await event.wait()
-            except TimeoutError:
-                raise AssertionError(
-                    f"expected {count} messages within {WAIT} s, got {len(self.messages)}"
-                ) from None
-            finally:
-                self._waiters.remove((count, event))
-        return self.messages[:count]
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [message.payload for message in self.messages]
+        super().__init__(timeout=WAIT)
 
 
 @pytest.fixture

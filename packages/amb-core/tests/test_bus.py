@@ -11,24 +11,9 @@ import anyio.lowlevel
 import pytest
 
 from amb_core import BusClosedError, InMemoryBroker, Message, MessageBus, RequestTimeoutError
+from amb_core.testing import Recorder
 
 pytestmark = pytest.mark.anyio
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.changed = anyio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self.changed.set()
-        self.changed = anyio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        with anyio.fail_after(10):
-            while len(self.messages) < count:
-                await self.changed.wait()
 
 
 async def test_a_full_queue_makes_the_publisher_wait() -> None:
@@ -215,3 +200,9 @@ async def test_a_timeout_still_fires_after_many_answered_requests() -> None:
         with pytest.raises(RequestTimeoutError):
             await bus.request("nobody.answers", {}, timeout=0.05)
         assert (await bus.request("echo", {"n": -1}, timeout=30)).payload == {"n": -1}
+
+
+async def test_a_recorder_says_what_it_got_when_a_wait_runs_out() -> None:
+    got = Recorder(timeout=0.01)
+    with pytest.raises(AssertionError, match=r"expected 1 messages within 0\.01 s, got 0"):
+        await got.wait_for(1)
