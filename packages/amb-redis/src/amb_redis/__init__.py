@@ -1,0 +1,12 @@
+"""AMB's Redis adapter: ``MessageBus.from_url("redis://localhost:6379/0")``.
+
+Ungrouped subscriptions use Redis Pub/Sub (at most once); grouped subscriptions use Redis
+Streams consumer groups (at least once, with redelivery and a dead-letter stream).
+"""
+
+from __future__ import annotations
+
+from amb_redis.broker import RedisBroker
+
+__all__ = ["RedisBroker"]
+__version__ = "0.1.0"

@@ -1,0 +1,141 @@
+"""Ungrouped subscriptions on Redis Pub/Sub, publishing through the routing script, and how
+AMB's names look to plain Redis clients."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import anyio
+import pytest
+import redis.asyncio as redis
+from test_units import random_pattern, random_topic
+
+from amb_core import MessageBus
+from amb_core.errors import BrokerUnavailableError
+from amb_core.topics import topic_matches
+from amb_core.wire import decode
+from amb_redis import RedisBroker
+from amb_redis._scripts import _COMMON
+from conftest import WAIT, BusFactory, Received
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_scripts_route_by_the_same_rules_as_the_bus(admin: redis.Redis) -> None:
+    source = (
+        _COMMON.format(prefix="amb:", maxlen=1, dlq_maxlen=1) + "return matches(ARGV[1], ARGV[2]) and 1 or 0"
+    )
+    rng = random.Random(11)
+    pairs = [(random_pattern(rng), random_topic(rng)) for _ in range(400)]
+    async with admin.pipeline(transaction=False) as pipe:
+        for pattern, topic in pairs:
+            pipe.eval(source, 0, pattern, topic)
+        results = await pipe.execute()
+    for (pattern, topic), result in zip(pairs, results, strict=True):
+        assert bool(result) == topic_matches(pattern, topic), (pattern, topic)
+
+
+async def test_the_entry_point_serves_both_schemes() -> None:
+    assert isinstance(MessageBus.from_url("redis://127.0.0.1:6379/0").adapter, RedisBroker)
+    assert isinstance(MessageBus.from_url("rediss://127.0.0.1:6379/0").adapter, RedisBroker)
+
+
+async def test_an_unreachable_server_is_a_connection_error() -> None:
+    bus = MessageBus.from_url("redis://127.0.0.1:1/0")
+    with pytest.raises(BrokerUnavailableError) as raised:
+        await bus.connect()
+    assert isinstance(raised.value, ConnectionError)
+
+
+async def test_topics_are_plain_channels_both_ways(
+    bus_and_topic: tuple[MessageBus, str], admin: redis.Redis
+) -> None:
+    bus, topic = bus_and_topic
+    got = Received()
+    await bus.subscribe(topic, got)
+    listener = admin.pubsub()
+    await listener.subscribe(topic)
+    await listener.get_message(timeout=WAIT)  # the confirmation
+    message_id = await bus.publish(topic, {"from": "amb"}, wait_for_confirmation=True)
+    with anyio.fail_after(WAIT):
+        while (raw := await listener.get_message(timeout=WAIT)) is None:
+            pass
+    assert decode(raw["data"]).id == message_id
+    await listener.aclose()  # type: ignore[no-untyped-call]
+    # A plain client publishing an envelope reaches AMB subscribers.
+    await admin.publish(topic, raw["data"])
+    await got.wait_for(2)
+    assert got.messages[1].id == message_id
+
+
+async def test_a_foreign_message_on_a_pattern_is_skipped_with_a_warning(
+    bus_and_topic: tuple[MessageBus, str], admin: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus, topic = bus_and_topic
+    got = Received()
+    await bus.subscribe(f"{topic}.#", got)
+    await admin.publish(f"{topic}.x", b"plain text")
+    await bus.publish(f"{topic}.y", {"after": True})
+    await got.wait_for(1)
+    assert got.payloads == [{"after": True}]
+    assert any(r.levelno == logging.WARNING and f"{topic}.x" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_glob_wider_than_the_pattern_is_filtered_exactly(
+    bus_and_topic: tuple[MessageBus, str],
+) -> None:
+    bus, topic = bus_and_topic
+    one, hashed = Received(), Received()
+    await bus.subscribe(f"{topic}.*", one)  # the Redis glob "<topic>.*" also matches "<topic>.a.b"
+    await bus.subscribe(f"{topic}.#.b", hashed)  # and "<topic>*.b" would match "<topic>x.b"
+    for suffix in ("a.b", "a", "b"):
+        await bus.publish(f"{topic}.{suffix}", {"to": suffix})
+    await bus.publish(f"{topic}x.b", {"to": "x.b"})
+    await bus.publish(f"{topic}.end", {"to": "end"})
+    await bus.publish(f"{topic}.end.b", {"to": "end.b"})
+    await one.wait_for(3)
+    await hashed.wait_for(3)
+    assert [p["to"] for p in one.payloads] == ["a", "b", "end"]
+    assert [p["to"] for p in hashed.payloads] == ["a.b", "b", "end.b"]
+
+
+async def test_fire_and_forget_publishers_wait_for_room_and_lose_nothing(
+    make_bus: BusFactory, topic: str
+) -> None:
+    publisher = await make_bus(max_pending=8)
+    subscriber = await make_bus()
+    got = Received()
+    await subscriber.subscribe(topic, got)
+
+    async def burst(first: int) -> None:
+        for n in range(first, first + 500):
+            await publisher.publish(topic, {"n": n})
+
+    async with anyio.create_task_group() as tasks:
+        for first in range(0, 2000, 500):
+            tasks.start_soon(burst, first)
+    await got.wait_for(2000)
+    numbers = [p["n"] for p in got.payloads]
+    assert sorted(numbers) == list(range(2000))
+    for first in range(0, 2000, 500):  # each publisher's messages stay in order
+        mine = [n for n in numbers if first <= n < first + 500]
+        assert mine == sorted(mine)
+
+
+async def test_disconnect_delivers_what_was_published_without_confirmation(
+    make_bus: BusFactory, topic: str
+) -> None:
+    subscriber = await make_bus()
+    got = Received()
+    await subscriber.subscribe(topic, got)
+    publisher = await make_bus()
+    for n in range(300):
+        await publisher.publish(topic, {"n": n})
+    await publisher.disconnect()
+    await got.wait_for(300)
+
+
+@pytest.fixture
+async def bus_and_topic(make_bus: BusFactory, topic: str) -> tuple[MessageBus, str]:
+    return await make_bus(), topic
