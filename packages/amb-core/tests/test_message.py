@@ -97,3 +97,21 @@ def test_foreign_or_garbled_bytes_are_recognised(data: bytes, caplog: pytest.Log
 def test_ids_are_unique() -> None:
     ids = {new_id() for _ in range(10_000)}
     assert len(ids) == 10_000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"amb":1,"id":"1","topic":"t","priority":2,"timestamp":"2026-01-01T12:00:00+02:00"}',
+        b'{"amb":1,"id":"1","topic":"t","payload":{},"metadata":{},"priority":"HIGH","sender":null,'
+        b'"correlation_id":null,"reply_to":null,"timestamp":"2026-01-01T12:00:00+02:00","ttl":null}',
+        b'{"amb":1,"id":"1","topic":"t","payload":{},"metadata":{},"priority":"HIGH","sender":null,'
+        b'"correlation_id":null,"reply_to":null,"timestamp":"2026-01-01T10:00:00","ttl":null}',
+    ],
+    ids=["other-implementation", "offset", "naive"],
+)
+def test_envelopes_written_otherwise_are_read_too(data: bytes) -> None:
+    message = decode(data)
+    assert message.priority is MessagePriority.HIGH
+    assert message.timestamp == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    assert message.timestamp.tzinfo is timezone.utc
