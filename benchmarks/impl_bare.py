@@ -6,7 +6,9 @@
 * rabbitmq: aio-pika on a topic exchange, one queue per subscriber, a shared queue for the group,
   a classic reply queue plus correlation ids for request/reply;
 * kafka: aiokafka, a producer that sends without waiting and flushes at the end, consumers
-  reading from the first offset of a fresh topic, a consumer group over 4 partitions.
+  reading from the first offset of a fresh topic, a consumer group; the producer settings,
+  record key and partition count are amb-kafka's (see `KAFKA_PRODUCER_OPTIONS`), so both do the
+  same work.
 
 Messages are the same JSON bytes (or, in memory, the same dict) every implementation sends, and
 consumers decode them, so the work per message is what any client must do at least.
@@ -43,6 +45,21 @@ from scenarios import (
 #: Kafka consumers' fetch_max_wait_ms for bare aiokafka and FastStream alike (default 500 ms
 #: would make a lone request wait for the fetch timeout).
 KAFKA_FETCH_WAIT_MS = 10
+#: What amb-kafka's producer does (its PRODUCER_DEFAULTS and the acks it enforces), so bare
+#: aiokafka does the same work: every batch acknowledged by all in-sync replicas, idempotent,
+#: batches of up to 128 KiB, no lingering. aiokafka's own defaults (acks=1, 16 KiB batches) are
+#: less work per record than AMB is allowed to do.
+KAFKA_PRODUCER_OPTIONS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "max_batch_size": 128 * 1024,
+    "linger_ms": 0,
+}
+#: amb-kafka keys every record with its publisher's id (18 ASCII bytes, so that one publisher's
+#: messages to a topic share a partition and keep their order); bare records carry a key like it,
+#: and go to the partition that key picks, worked out once per topic as amb-kafka does (aiokafka's
+#: partitioner would hash the key again for every record).
+KAFKA_KEY = b"bench-publisher-00"
 #: redis-py has no multiplexing: 100 requests in flight need 100 pooled connections (default cap 100).
 REDIS_MAX_CONNECTIONS = 256
 
@@ -465,6 +482,10 @@ class BareRabbitMQ(Implementation):
 class BareKafka(Implementation):
     name = "bare"
 
+    def __init__(self, adapter: str, url: str) -> None:
+        super().__init__(adapter, url)
+        self._partitions: dict[str, int] = {}  # partition count of each topic _topic() created
+
     def describe(self) -> str:
         return f"aiokafka {package_versions(['aiokafka'])['aiokafka']}"
 
@@ -479,20 +500,24 @@ class BareKafka(Implementation):
     async def _producer(self, stack: AsyncExitStack) -> Any:
         from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **KAFKA_PRODUCER_OPTIONS)
         await producer.start()
         stack.push_async_callback(producer.stop)
         return producer
 
-    async def _topic(self, stack: AsyncExitStack, kind: str, partitions: int = 1) -> str:
-        """A fresh topic, deleted afterwards, so consumers can read it from its first offset."""
+    async def _topic(self, stack: AsyncExitStack, kind: str, partitions: int | None = 1) -> str:
+        """A fresh topic, deleted afterwards, so consumers can read it from its first offset.
+        ``partitions=None``: the broker's ``num.partitions``, which is what amb-kafka creates."""
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
         name = unique_name(kind)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         stack.push_async_callback(admin.close)
+        if partitions is None:
+            partitions = await self._default_partitions(admin)
         await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        self._partitions[name] = partitions
 
         async def delete() -> None:
             with contextlib.suppress(Exception):  # best effort: the broker keeps 24 h of logs anyway
@@ -501,7 +526,34 @@ class BareKafka(Implementation):
         stack.push_async_callback(delete)
         return name
 
-    async def _consumer(self, stack: AsyncExitStack, topic: str, group: str | None) -> Any:
+    def _keyed(self, topic: str) -> dict[str, Any]:
+        """``send`` arguments: the key, and the partition it picks (what aiokafka's default
+        partitioner would choose, computed once)."""
+        from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+
+        partition = (murmur2(KAFKA_KEY) & 0x7FFFFFFF) % self._partitions.get(topic, 1)
+        return {"key": KAFKA_KEY, "partition": partition}
+
+    @staticmethod
+    async def _default_partitions(admin: Any) -> int:
+        """The broker's ``num.partitions`` (1 if it will not say), as amb-kafka reads it."""
+        from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
+            ConfigResource,
+            ConfigResourceType,
+        )
+
+        broker = str(min(node.nodeId for node in admin._client.cluster.brokers()))
+        with contextlib.suppress(Exception):
+            [response] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.BROKER, broker, {"num.partitions": None})]
+            )
+            values = {entry[0]: entry[1] for resource in response.resources for entry in resource[4]}
+            return int(values["num.partitions"])
+        return 1
+
+    async def _consumer(
+        self, stack: AsyncExitStack, topic: str, group: str | None, listener: Any = None
+    ) -> Any:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(
@@ -511,12 +563,12 @@ class BareKafka(Implementation):
             enable_auto_commit=group is not None,
             fetch_max_wait_ms=KAFKA_FETCH_WAIT_MS,
         )
-        if group is None:
-            consumer.assign([TopicPartition(topic, 0)])
-        else:
-            consumer.subscribe([topic])
+        if group is not None:
+            consumer.subscribe([topic], listener=listener)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        if group is None:  # every partition, without a group, as amb-kafka's ungrouped consumer
+            consumer.assign([TopicPartition(topic, p) for p in range(self._partitions.get(topic, 1))])
         return consumer
 
     @staticmethod
@@ -531,12 +583,13 @@ class BareKafka(Implementation):
     async def publish(self) -> AsyncIterator[Runner]:
         async with AsyncExitStack() as stack:
             producer = await self._producer(stack)
-            topic = await self._topic(stack, "publish")
+            topic = await self._topic(stack, "publish", partitions=None)
+            keyed = self._keyed(topic)
 
             async def run(n: int) -> Sample:
                 start = now_ns()
                 for _ in range(n):
-                    await producer.send(topic, PAYLOAD_BYTES)  # queues the record; returns a future
+                    await producer.send(topic, PAYLOAD_BYTES, **keyed)  # queues it; returns a future
                 await producer.flush()
                 return Sample(n, now_ns() - start)
 
@@ -546,7 +599,9 @@ class BareKafka(Implementation):
     async def _consumers(self, count: int, grouped: bool) -> AsyncIterator[Runner]:
         async with AsyncExitStack() as stack:
             producer = await self._producer(stack)
-            topic = await self._topic(stack, "consume", partitions=count if grouped else 1)
+            # The partitions amb-kafka would create; its key sends one publisher's records to
+            # one of them, so the group shares one partition's work, as AMB's does.
+            topic = await self._topic(stack, "consume", partitions=None)
             countdown = Countdown()
             group = unique_name("group") if grouped else None
 
@@ -554,16 +609,25 @@ class BareKafka(Implementation):
                 json.loads(record.value)
                 countdown.hit()
 
-            consumers = [await self._consumer(stack, topic, group) for _ in range(count)]
+            shares: dict[int, set[Any] | None] = dict.fromkeys(range(count))
+            consumers = [
+                await self._consumer(stack, topic, group, _share_listener(shares, index))
+                for index in range(count)
+            ]
             tasks = [asyncio.create_task(self._read(c, on_record)) for c in consumers]
             stack.push_async_callback(cancel_all, tasks)
-            if grouped:  # wait until the group has shared out the partitions
+            if grouped:
+                # Wait until every member has its share (with fewer partitions than members,
+                # some get none) and together they hold each partition once: one generation.
+                partitions = self._partitions[topic]
                 deadline = now_ns() + 30 * 10**9
-                while not all(c.assignment() for c in consumers) and now_ns() < deadline:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)  # aiokafka has no event for "partitions assigned"
+                while now_ns() < deadline and not _shared_out(shares, partitions):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+
+            keyed = self._keyed(topic)
 
             async def publish() -> None:
-                await producer.send(topic, PAYLOAD_BYTES)
+                await producer.send(topic, PAYLOAD_BYTES, **keyed)
 
             per_message = 1 if grouped else count
             await prime(publish, countdown, per_message)
@@ -583,9 +647,10 @@ class BareKafka(Implementation):
         async with AsyncExitStack() as stack:
             requester = await self._producer(stack)
             responder = await self._producer(stack)
-            topic = await self._topic(stack, "rpc")
-            inbox = await self._topic(stack, "inbox")
+            topic = await self._topic(stack, "rpc", partitions=None)
+            inbox = await self._topic(stack, "inbox")  # 1 partition, as amb-kafka's reply inbox
             replies = Replies()
+            request_keyed, reply_keyed = self._keyed(topic), self._keyed(inbox)
 
             async def on_reply(record: Any) -> None:
                 replies.resolve(dict(record.headers).get("c", b"").decode(), record.value)
@@ -593,7 +658,9 @@ class BareKafka(Implementation):
             async def on_request(record: Any) -> None:
                 json.loads(record.value)
                 headers = dict(record.headers)
-                await responder.send(headers["r"].decode(), REPLY_BYTES, headers=[("c", headers["c"])])
+                await responder.send(
+                    headers["r"].decode(), REPLY_BYTES, headers=[("c", headers["c"])], **reply_keyed
+                )
 
             inbox_reader = await self._consumer(stack, inbox, None)
             request_reader = await self._consumer(stack, topic, None)
@@ -606,8 +673,32 @@ class BareKafka(Implementation):
             async def request() -> None:
                 correlation_id, future = replies.expect()
                 headers = [("c", correlation_id.encode()), ("r", inbox.encode())]
-                await requester.send(topic, PAYLOAD_BYTES, headers=headers)
+                await requester.send(topic, PAYLOAD_BYTES, headers=headers, **request_keyed)
                 await replies.wait(correlation_id, future)
 
             await request()
             yield request_runner(request, in_flight)
+
+
+def _share_listener(shares: dict[int, set[Any] | None], index: int) -> Any:
+    """A rebalance listener noting which partitions group member ``index`` holds (None: being
+    rebalanced); aiokafka has no event for "the group has settled"."""
+    from aiokafka import ConsumerRebalanceListener
+
+    class Share(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: set[Any]) -> None:
+            shares[index] = None
+
+        def on_partitions_assigned(self, assigned: set[Any]) -> None:
+            shares[index] = set(assigned)
+
+    return Share()
+
+
+def _shared_out(shares: dict[int, set[Any] | None], partitions: int) -> bool:
+    """Every member has its share and together they hold each partition once."""
+    held = list(shares.values())
+    if any(share is None for share in held):
+        return False
+    owned = [tp for share in held for tp in share or ()]
+    return len(owned) == len(set(owned)) == partitions

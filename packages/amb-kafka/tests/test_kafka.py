@@ -57,6 +57,35 @@ async def test_one_publisher_stays_in_order_across_partitions(make_bus: BusFacto
     assert [p["n"] for p in got.payloads] == list(range(200))
 
 
+async def test_subscriptions_sharing_the_consumer_get_each_message_once(
+    make_bus: BusFactory, topic: str
+) -> None:
+    # The first handler holds on until more subscriptions have joined the shared consumer, so
+    # the joins (one to another topic reassigns the consumer, which repositions it) land while
+    # a fetched batch is still being handed over: nothing may be lost or handed over twice.
+    publisher, subscriber = await make_bus(), await make_bus(queue_size=4)
+    joined = anyio.Event()
+    first, second, elsewhere = Received(), Received(), Received()
+
+    async def held(message: Message) -> None:
+        await joined.wait()
+        await first(message)
+
+    await subscriber.subscribe(topic, held)
+    for n in range(50):
+        await publisher.publish(topic, {"n": n}, wait_for_confirmation=n == 49)
+    await subscriber.subscribe(topic, second)
+    await subscriber.subscribe(f"{topic}.other", elsewhere)
+    joined.set()
+    for n in range(50, 100):
+        await publisher.publish(topic, {"n": n})
+    await publisher.publish(topic, {"n": "end"}, wait_for_confirmation=True)
+    await first.wait_for(101)
+    await second.wait_for(51)
+    assert [p["n"] for p in first.payloads] == [*range(100), "end"]
+    assert [p["n"] for p in second.payloads] == [*range(50, 100), "end"]
+
+
 async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_moves_on(
     make_bus: BusFactory, topic: str
 ) -> None:

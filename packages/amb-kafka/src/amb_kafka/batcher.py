@@ -112,15 +112,26 @@ class Batcher:
     def forget(self, topic: str) -> None:
         self._partitions.pop(topic, None)
 
-    async def send(self, topic: str, value: bytes, message_id: str, confirm: bool) -> None:
-        """Append one record to ``topic`` (known via `add_topic`); with ``confirm`` return once
-        the broker acknowledged its batch."""
+    def send(self, topic: str, value: bytes, message_id: str, confirm: bool) -> Awaitable[None] | None:
+        """Append one record to ``topic`` (known via `add_topic`). Returns what to await: the
+        confirmation of its batch with ``confirm``, room in a full batch, or None when the
+        record is in (most fire-and-forget publishes: no coroutine, no task, no future)."""
         state = self._partitions[topic]
         batch = state.open
         if batch is None:
             batch = state.open = _Batch(self._producer.create_batch())
         if batch.builder.append(timestamp=None, key=self._key, value=value, headers=_NO_HEADERS) is None:
-            batch = await self._next_batch(state, value, message_id)
+            return self._send_to_next(state, value, message_id, confirm)
+        batch.ids.append(message_id)
+        if state.sender is None:
+            state.sender = asyncio.ensure_future(self._drain(state))
+        if confirm:
+            return batch.confirmed()
+        batch.fire_and_forget = True
+        return None
+
+    async def _send_to_next(self, state: _Partition, value: bytes, message_id: str, confirm: bool) -> None:
+        batch = await self._next_batch(state, value, message_id)
         batch.ids.append(message_id)
         if state.sender is None:
             state.sender = asyncio.ensure_future(self._drain(state))

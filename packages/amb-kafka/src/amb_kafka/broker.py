@@ -235,7 +235,9 @@ class KafkaBroker(BrokerAdapter):
                 return
             batcher = self._batcher
             assert batcher is not None
-        await batcher.send(topic, encode(message), message.id, confirm)
+        waiting = batcher.send(topic, encode(message), message.id, confirm)
+        if waiting is not None:
+            await waiting
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         """Write ``data`` to ``topic`` as is (a foreign producer's record), confirmed."""

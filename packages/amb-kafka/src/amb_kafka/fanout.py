@@ -212,6 +212,7 @@ class FanoutReader:
 
     async def _dispatch(self, consumer: Any) -> None:
         delays = backoff_delays()
+        routes = self._routes
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=1000)
@@ -223,22 +224,65 @@ class FanoutReader:
                 continue
             delays = backoff_delays()
             for tp, records in batches.items():
-                topic = tp.topic
-                for record in records:
-                    offset = record.offset
-                    message: Any = False
-                    for reader in self._route(topic):
-                        cursor = reader.cursors.get(tp)
-                        if cursor is None or offset < cursor or not reader.active:
-                            continue
-                        reader.cursors[tp] = offset + 1
-                        if message is False:
-                            message = decode_or_log(record.value or b"", topic)
-                        if message is None:
-                            continue
-                        subscription = reader.subscription
-                        if not subscription.offer(message):
-                            await subscription.deliver(message)
+                if not records:
+                    continue
+                route = routes.get(tp.topic)
+                if route is None:
+                    route = self._route(tp.topic)
+                if len(route) == 1:
+                    await self._hand_over(route[0], tp, records)
+                elif route:
+                    await self._hand_over_shared(route, tp, records)
+
+    # The fetched records of a partition are in offset order and are all handed over here, even
+    # if the consumer is repositioned meanwhile, so each cursor moves past them before the first
+    # await: a reassignment then resumes after them instead of fetching them again.
+
+    @staticmethod
+    async def _hand_over(reader: _Reader, tp: TopicPartition, records: list[Any]) -> None:
+        """Records of ``tp`` to its only subscription: the common case, kept lean."""
+        start = reader.cursors.get(tp)
+        if start is None or records[-1].offset < start or not reader.active:
+            return
+        reader.cursors[tp] = records[-1].offset + 1
+        subscription = reader.subscription
+        offer = subscription.offer
+        topic = tp.topic
+        for record in records:
+            if record.offset < start:
+                continue  # read again after a reassignment; already handed over
+            message = decode_or_log(record.value or b"", topic)
+            if message is not None and not offer(message):
+                await subscription.deliver(message)
+                if not reader.active:
+                    return
+
+    @staticmethod
+    async def _hand_over_shared(readers: tuple[_Reader, ...], tp: TopicPartition, records: list[Any]) -> None:
+        """Records of ``tp`` to several subscriptions, each from its own cursor; decoded once."""
+        last = records[-1].offset
+        takers: list[tuple[_Reader, int]] = []
+        for reader in readers:
+            start = reader.cursors.get(tp)
+            if start is not None and start <= last and reader.active:
+                takers.append((reader, start))
+                reader.cursors[tp] = last + 1
+        if not takers:
+            return
+        topic = tp.topic
+        for record in records:
+            offset = record.offset
+            message: Any = False
+            for reader, start in takers:
+                if offset < start or not reader.active:
+                    continue
+                if message is False:
+                    message = decode_or_log(record.value or b"", topic)
+                    if message is None:
+                        break
+                subscription = reader.subscription
+                if not subscription.offer(message):
+                    await subscription.deliver(message)
 
     async def _watch(self) -> None:
         """Look for new topics and partitions for the wildcard subscriptions."""

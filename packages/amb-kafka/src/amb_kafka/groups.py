@@ -218,6 +218,7 @@ class GroupMember:
 
     async def _consume(self, consumer: Any) -> None:
         subscription = self.subscription
+        offer = subscription.offer
         trackers = self._trackers
         delays = backoff_delays()
         while True:
@@ -234,17 +235,19 @@ class GroupMember:
                 tracker = trackers.get(tp)
                 if tracker is None:
                     continue
+                topic = tp.topic
+                add = tracker.add
                 for record in records:
                     if not tracker.active:
                         break
                     offset = record.offset
-                    tracker.add(offset)
-                    message = decode_or_log(record.value or b"", tp.topic)
+                    add(offset)
+                    message = decode_or_log(record.value or b"", topic)
                     if message is None:
                         self.finish(tp, tracker, offset)
                         continue
                     delivery = _Delivery(self, tp, tracker, record, message)
-                    if not subscription.offer(message, delivery):
+                    if not offer(message, delivery):
                         await subscription.deliver(message, delivery)
 
     def finish(self, tp: TopicPartition, tracker: PartitionTracker, offset: int) -> None:
