@@ -1,0 +1,42 @@
+"""Decoding deliveries, once per message per connection.
+
+When several subscriptions of one bus match a topic, RabbitMQ delivers a copy of the message to
+each of their queues over the same connection. Decoding (validating) the envelope is the
+largest part of what the process does per delivery, so copies that arrive close together are
+decoded once and the subscriptions share the immutable `Message`, exactly as subscribers share
+one in memory (docs/semantics.md: treat ``msg.payload`` as read-only).
+"""
+
+from __future__ import annotations
+
+from amb_core.message import Message
+from amb_core.wire import decode_or_log
+
+#: Bodies remembered; copies of one message arrive within a few deliveries of each other.
+_RECENT = 32
+#: Larger bodies are not remembered: hashing them would cost more than it saves on a miss.
+_MAX_BODY = 64 * 1024
+
+
+class SharedDecoder:
+    """`amb_core.wire.decode_or_log` with a small memory of recently decoded bodies."""
+
+    __slots__ = ("_recent",)
+
+    def __init__(self) -> None:
+        self._recent: dict[bytes, Message] = {}
+
+    def decode(self, body: bytes, source: str) -> Message | None:
+        """The message in ``body``, or None (logged) for a foreign or garbled one."""
+        if len(body) > _MAX_BODY:
+            return decode_or_log(body, source)
+        recent = self._recent
+        message = recent.get(body)
+        if message is not None:
+            return message
+        message = decode_or_log(body, source)
+        if message is not None:
+            if len(recent) >= _RECENT:
+                del recent[next(iter(recent))]
+            recent[body] = message
+        return message

@@ -1,0 +1,61 @@
+"""Where things live on the broker: exchange and queue names derived from one prefix.
+
+With the default prefix ``amb``:
+
+- ``amb`` (topic, durable): every ordinary topic; a topic is the routing key unchanged.
+- ``amb.reserved`` (topic, durable): topics under ``_amb.`` (reply inboxes). They travel apart
+  so that a binding such as ``#`` or ``*.*.*`` on ``amb`` never sees them, as docs/semantics.md
+  requires of patterns that start with a wildcard.
+- ``amb.sub.<subscription id>``: an ungrouped subscription's exclusive, auto-delete queue.
+- ``amb.group.<group>.<pattern>``: a group's shared durable queue. ``*`` in the pattern is
+  written ``@`` (AMQP clients refuse ``*`` in queue names; no topic contains ``@``).
+- ``amb.inbox.<subscription id>``: a bus's reply inbox, exclusive and auto-delete.
+- ``amb.dlx`` (topic, durable) and ``amb.dlq`` (durable, bound with ``#``): where a grouped
+  message goes after ``max_attempts`` failed handler calls, under its original topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from amb_core.subscription import Subscription
+
+#: Topics the bus keeps for itself (amb_core.topics.RESERVED_PREFIX).
+RESERVED_PREFIX = "_amb."
+#: AMQP's limit on a queue name, in bytes (all our names are ASCII).
+_MAX_QUEUE_NAME = 255
+
+
+class Names:
+    """The names of one application's exchanges and queues."""
+
+    __slots__ = ("dead_letter_exchange", "dead_letter_queue", "exchange", "prefix", "reserved_exchange")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.exchange = prefix
+        self.reserved_exchange = f"{prefix}.reserved"
+        self.dead_letter_exchange = f"{prefix}.dlx"
+        self.dead_letter_queue = f"{prefix}.dlq"
+
+    def exchange_for(self, topic: str) -> str:
+        """The exchange a message on ``topic`` is published to."""
+        return self.reserved_exchange if topic.startswith(RESERVED_PREFIX) else self.exchange
+
+    def queue_for(self, subscription: Subscription) -> str:
+        """The queue that feeds ``subscription``."""
+        if subscription.is_inbox:
+            return f"{self.prefix}.inbox.{subscription.id}"
+        if subscription.group is None:
+            return f"{self.prefix}.sub.{subscription.id}"
+        pattern = subscription.pattern.replace("*", "@")
+        return _fit(f"{self.prefix}.group.{subscription.group}.{pattern}")
+
+
+def _fit(name: str) -> str:
+    """``name``, or when it is too long for AMQP, its start and a digest of the whole (still
+    unique per group and pattern, and the same on every bus that computes it)."""
+    if len(name) <= _MAX_QUEUE_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{name[: _MAX_QUEUE_NAME - len(digest) - 1]}:{digest}"
