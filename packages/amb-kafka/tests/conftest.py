@@ -7,11 +7,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import anyio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
-from amb_core import Message, MessageBus
+from amb_core import MessageBus
+from amb_core.testing import Recorder
 from amb_kafka.config import bootstrap_servers
 
 URL = os.environ.get("AMB_KAFKA_URL", "kafka://127.0.0.1:9092")
@@ -56,24 +56,8 @@ async def admin() -> AsyncIterator[Any]:
     await client.close()
 
 
-class Received:
-    """A handler that records messages and lets a test await a count of them."""
+class Received(Recorder):
+    """`amb_core.testing.Recorder`, bounded by `WAIT`."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._changed = anyio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self._changed.set()
-
-    async def wait_for(self, count: int) -> list[Message]:
-        with anyio.fail_after(WAIT):
-            while len(self.messages) < count:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-        return self.messages[:count]
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [message.payload for message in self.messages]
+        super().__init__(timeout=WAIT)

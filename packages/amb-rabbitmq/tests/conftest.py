@@ -22,7 +22,8 @@ import anyio
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from amb_core import Message, MessageBus
+from amb_core import MessageBus
+from amb_core.testing import Recorder
 from amb_rabbitmq import RabbitMQBroker
 
 URL = os.environ.get("AMB_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -143,33 +144,11 @@ async def make_bus(prefix: str, admin: Admin) -> AsyncIterator[BusFactory]:
         await bus.disconnect()
 
 
-class Received:
-    """A handler that records what it gets and lets a test await a number of messages."""
+class Received(Recorder):
+    """`amb_core.testing.Recorder`, bounded by `WAIT`."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._waiters: list[tuple[int, anyio.Event]] = []
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        for count, event in self._waiters:
-            if len(self.messages) >= count:
-                event.set()
-
-    async def wait_for(self, count: int) -> list[Message]:
-        if len(self.messages) < count:
-            event = anyio.Event()
-            self._waiters.append((count, event))
-            try:
-                with anyio.fail_after(WAIT):
-                    await event.wait()
-            finally:
-                self._waiters.remove((count, event))
-        return self.messages[:count]
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [message.payload for message in self.messages]
+        super().__init__(timeout=WAIT)
 
 
 @pytest.fixture

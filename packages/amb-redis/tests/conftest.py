@@ -12,7 +12,8 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from amb_core import Message, MessageBus
+from amb_core import MessageBus
+from amb_core.testing import Recorder
 
 URL = os.environ.get("AMB_REDIS_URL", "redis://127.0.0.1:6379/0")
 WAIT = 30.0
@@ -54,27 +55,11 @@ async def make_bus() -> AsyncIterator[BusFactory]:
         await bus.disconnect()
 
 
-class Received:
-    """A handler that records messages and lets a test await a number of them."""
+class Received(Recorder):
+    """`amb_core.testing.Recorder`, bounded by `WAIT`."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._changed = anyio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-        self._changed.set()
-
-    async def wait_for(self, count: int) -> list[Message]:
-        with anyio.fail_after(WAIT):
-            while len(self.messages) < count:
-                self._changed = anyio.Event()
-                await self._changed.wait()
-        return self.messages[:count]
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [message.payload for message in self.messages]
+        super().__init__(timeout=WAIT)
 
 
 async def kill_connections(admin: redis.Redis, client_name: str) -> int:
