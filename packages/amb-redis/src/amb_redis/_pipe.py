@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from amb_core.backoff import backoff_delays
+from amb_core.backoff import keep_trying
 from amb_core.errors import BrokerUnavailableError
 from amb_redis._replies import replies
 from amb_redis._scripts import Script
@@ -172,13 +172,9 @@ class CommandPipe:
                 callback(lost)
 
     async def _reconnect(self) -> AbstractConnection:
-        for delay in backoff_delays():
-            await asyncio.sleep(delay)
-            try:
-                return await self._connect()
-            except BrokerUnavailableError as error:
-                logger.debug("Redis at %s is still unreachable: %s", self._address, error)
-        raise AssertionError("unreachable")  # pragma: no cover - backoff_delays is endless
+        return await keep_trying(
+            self._connect, retry_on=BrokerUnavailableError, what=f"Redis at {self._address}"
+        )
 
     async def _write(self, connection: AbstractConnection) -> None:
         wakeup = self._wakeup

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio.connection import AbstractConnection
 
-from amb_core.backoff import backoff_delays
+from amb_core.backoff import keep_trying
 from amb_core.errors import BrokerUnavailableError
 from amb_redis._replies import replies
 from amb_redis._resp import command
@@ -206,13 +206,9 @@ class PubSubConnection:
         self._on_reconnect()
 
     async def _reconnect(self) -> AbstractConnection:
-        for delay in backoff_delays():
-            await asyncio.sleep(delay)
-            try:
-                return await self._connect()
-            except BrokerUnavailableError as error:
-                logger.debug("Redis at %s is still unreachable: %s", self._address, error)
-        raise AssertionError("unreachable")  # pragma: no cover - backoff_delays is endless
+        return await keep_trying(
+            self._connect, retry_on=BrokerUnavailableError, what=f"Redis at {self._address}"
+        )
 
     async def _write(self, connection: AbstractConnection) -> None:
         while True:
