@@ -21,7 +21,7 @@ from amb_core.payload import json_object
 from amb_core.registry import adapter_from_url
 from amb_core.replies import ReplyInbox
 from amb_core.subscription import MessageHandler, Subscription
-from amb_core.topics import validate_group, validate_pattern, validate_topic
+from amb_core.topics import INBOX_PREFIX, validate_group, validate_pattern, validate_topic
 
 logger = logging.getLogger("amb")
 
@@ -293,7 +293,7 @@ class MessageBus:
         async with self._inbox_lock:
             if self._inbox is None:
                 inbox_id = new_id()
-                inbox = ReplyInbox(inbox_id, f"_amb.inbox.{inbox_id}")
+                inbox = ReplyInbox(inbox_id, INBOX_PREFIX + inbox_id)
                 await self._adapter.subscribe(inbox)
                 self._inbox = inbox
             return self._inbox

@@ -17,6 +17,8 @@ from amb_core.errors import InvalidTopicError
 
 MAX_TOPIC_LENGTH = 249
 RESERVED_PREFIX = "_amb."
+#: Each bus's private reply topic is ``INBOX_PREFIX + <id>``.
+INBOX_PREFIX = f"{RESERVED_PREFIX}inbox."
 _TOPIC = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _RULES = "dot-separated segments of [A-Za-z0-9_-], at most 249 characters"

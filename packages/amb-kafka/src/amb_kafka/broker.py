@@ -17,6 +17,7 @@ from amb_core.errors import BrokerUnavailableError
 from amb_core.ids import new_id
 from amb_core.message import Message
 from amb_core.subscription import Subscription
+from amb_core.topics import INBOX_PREFIX
 from amb_core.wire import encode
 from amb_kafka import fanout, groups
 from amb_kafka.admin import TopicAdmin
@@ -25,7 +26,6 @@ from amb_kafka.config import bootstrap_servers, check_role_options, split_client
 from amb_kafka.deadletter import DeadLetters
 from amb_kafka.fanout import FanoutReader
 from amb_kafka.groups import GroupMember
-from amb_kafka.naming import INBOX_PREFIX
 
 logger = logging.getLogger("amb")
 

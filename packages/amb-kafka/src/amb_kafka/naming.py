@@ -5,24 +5,19 @@ from __future__ import annotations
 import hashlib
 import re
 
-from amb_core.topics import MAX_TOPIC_LENGTH, is_pattern, pattern_regex
+from amb_core.topics import MAX_TOPIC_LENGTH, RESERVED_PREFIX, is_pattern, pattern_regex
 
-#: Topics the bus and this adapter create for themselves. Wildcards never match them, so a
-#: ``#`` subscriber does not see other buses' replies or re-consume dead letters.
-RESERVED_PREFIX = "_amb."
-INBOX_PREFIX = "_amb.inbox."
-DLQ_PREFIX = "_amb.dlq."
+#: Dead letters live under the bus's reserved prefix, so wildcards never re-consume them.
+DLQ_PREFIX = f"{RESERVED_PREFIX}dlq."
 
 
 def topic_regex(pattern: str) -> re.Pattern[str]:
     """A regex that matches (with ``match``) exactly the Kafka topics of ``pattern``.
 
     aiokafka applies a subscription pattern with ``re.match``, hence the explicit end anchor.
+    `pattern_regex` already keeps leading wildcards out of the reserved ``_amb.`` topics.
     """
-    regex = pattern_regex(pattern)
-    if pattern.split(".", 1)[0] in ("*", "#"):
-        regex = f"(?!{re.escape(RESERVED_PREFIX)})(?:{regex})"
-    return re.compile(rf"(?:{regex})\Z")
+    return re.compile(rf"(?:{pattern_regex(pattern)})\Z")
 
 
 def wildcard(pattern: str) -> bool:

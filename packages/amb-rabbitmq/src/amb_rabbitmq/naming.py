@@ -19,9 +19,8 @@ from __future__ import annotations
 import hashlib
 
 from amb_core.subscription import Subscription
+from amb_core.topics import RESERVED_PREFIX
 
-#: Topics the bus keeps for itself (amb_core.topics.RESERVED_PREFIX).
-RESERVED_PREFIX = "_amb."
 #: AMQP's limit on a queue name, in bytes (all our names are ASCII).
 _MAX_QUEUE_NAME = 255
 

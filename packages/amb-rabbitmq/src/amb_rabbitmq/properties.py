@@ -21,8 +21,8 @@ from typing import Any
 from pamqp.commands import Basic
 
 from amb_core.message import Message
+from amb_core.topics import RESERVED_PREFIX
 from amb_core.wire import CONTENT_TYPE
-from amb_rabbitmq.naming import RESERVED_PREFIX
 
 #: ``x-max-priority`` of subscription queues: MessagePriority.URGENT. RabbitMQ keeps one
 #: internal queue per level, so no more levels than the bus has.
