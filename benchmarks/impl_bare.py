@@ -29,6 +29,7 @@ from scenarios import (
     PAYLOAD_BYTES,
     REPLY,
     REPLY_BYTES,
+    ConsumerScenarios,
     Countdown,
     Implementation,
     Replies,
@@ -100,7 +101,7 @@ class _QueueBroker:
         self.tasks.extend(asyncio.get_running_loop().create_task(drain()) for _ in range(workers))
 
 
-class BareMemory(Implementation):
+class BareMemory(ConsumerScenarios):
     name = "bare"
 
     def describe(self) -> str:
@@ -143,15 +144,6 @@ class BareMemory(Implementation):
             yield publish_runner(publish, countdown, per_message)
         finally:
             await cancel_all(broker.tasks)
-
-    def end_to_end(self) -> ScenarioContext:
-        return self._consumers(1, False)
-
-    def fan_out(self, subscribers: int) -> ScenarioContext:
-        return self._consumers(subscribers, False)
-
-    def competing(self, members: int) -> ScenarioContext:
-        return self._consumers(members, True)
 
     @asynccontextmanager
     async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
@@ -336,7 +328,7 @@ class BareRedis(Implementation):
 EXCHANGE = "amb-bench"
 
 
-class BareRabbitMQ(Implementation):
+class BareRabbitMQ(ConsumerScenarios):
     name = "bare"
 
     def describe(self) -> str:
@@ -423,15 +415,6 @@ class BareRabbitMQ(Implementation):
             await prime(publish, countdown, per_message)
             yield publish_runner(publish, countdown, per_message)
 
-    def end_to_end(self) -> ScenarioContext:
-        return self._consumers(1, False)
-
-    def fan_out(self, subscribers: int) -> ScenarioContext:
-        return self._consumers(subscribers, False)
-
-    def competing(self, members: int) -> ScenarioContext:
-        return self._consumers(members, True)
-
     @asynccontextmanager
     async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:
         import aio_pika
@@ -479,7 +462,7 @@ class BareRabbitMQ(Implementation):
 # =========================================================================== kafka
 
 
-class BareKafka(Implementation):
+class BareKafka(ConsumerScenarios):
     name = "bare"
 
     def __init__(self, adapter: str, url: str) -> None:
@@ -632,15 +615,6 @@ class BareKafka(Implementation):
             per_message = 1 if grouped else count
             await prime(publish, countdown, per_message)
             yield publish_runner(publish, countdown, per_message)
-
-    def end_to_end(self) -> ScenarioContext:
-        return self._consumers(1, False)
-
-    def fan_out(self, subscribers: int) -> ScenarioContext:
-        return self._consumers(subscribers, False)
-
-    def competing(self, members: int) -> ScenarioContext:
-        return self._consumers(members, True)
 
     @asynccontextmanager
     async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:

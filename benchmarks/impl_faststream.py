@@ -21,12 +21,11 @@ from scenarios import (
     PAYLOAD,
     REPLY,
     REQUEST_TIMEOUT_S,
+    ConsumerScenarios,
     Countdown,
-    Implementation,
     NotApplicable,
     Runner,
     Sample,
-    ScenarioContext,
     prime,
     publish_runner,
     request_runner,
@@ -39,7 +38,7 @@ NO_KAFKA_RPC = "FastStream's Kafka broker has no request/reply (FeatureNotSuppor
 QUIET: dict[str, Any] = {"logger": None}  # FastStream's per-message logging off, as in production
 
 
-class FastStreamImpl(Implementation):
+class FastStreamImpl(ConsumerScenarios):
     name = "faststream"
 
     def describe(self) -> str:
@@ -164,15 +163,6 @@ class FastStreamImpl(Implementation):
             await client.xgroup_create(stream, group, id="0", mkstream=True)
         finally:
             await client.aclose()
-
-    def end_to_end(self) -> ScenarioContext:
-        return self._consumers(1, False)
-
-    def fan_out(self, subscribers: int) -> ScenarioContext:
-        return self._consumers(subscribers, False)
-
-    def competing(self, members: int) -> ScenarioContext:
-        return self._consumers(members, True)
 
     @asynccontextmanager
     async def request_reply(self, in_flight: int) -> AsyncIterator[Runner]:

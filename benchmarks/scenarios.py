@@ -150,6 +150,23 @@ class Implementation:
         raise ValueError(f"unknown scenario {name!r}")
 
 
+class ConsumerScenarios(Implementation):
+    """An implementation whose end-to-end, fan-out and competing scenarios are one setup:
+    ``count`` consumers of one topic, sharing the work (``grouped``) or each getting every message."""
+
+    def _consumers(self, count: int, grouped: bool) -> ScenarioContext:
+        raise NotApplicable("not implemented")
+
+    def end_to_end(self) -> ScenarioContext:
+        return self._consumers(1, False)
+
+    def fan_out(self, subscribers: int) -> ScenarioContext:
+        return self._consumers(subscribers, False)
+
+    def competing(self, members: int) -> ScenarioContext:
+        return self._consumers(members, True)
+
+
 def unique_name(kind: str) -> str:
     """A topic/queue/group name no other run uses (brokers are shared between runs)."""
     return f"bench.{kind}.{os.urandom(4).hex()}"
