@@ -5,10 +5,9 @@ from datetime import datetime, timezone
 import pydantic
 import pytest
 
-from amb_core import InvalidMessageError, Message, MessagePriority
+from amb_core import Message, MessagePriority
 from amb_core.ids import new_id
 from amb_core.message import build_message
-from amb_core.wire import decode, decode_or_log, encode
 
 
 def test_priorities_are_totally_ordered() -> None:
@@ -69,49 +68,6 @@ def test_build_message_equals_a_validated_message() -> None:
     assert built.model_dump_json() == validated.model_dump_json()
 
 
-def test_wire_round_trip() -> None:
-    message = Message(
-        id="1",
-        topic="a.b",
-        payload={"é": ["ü", 1.5, None]},
-        priority=MessagePriority.URGENT,
-        ttl=2,
-        metadata={"x": 1},
-    )
-    data = encode(message)
-    assert data.startswith(b'{"amb":1,')
-    assert decode(data) == message
-    assert decode(data.decode()) == message
-
-
-@pytest.mark.parametrize(
-    "data", [b"", b"garbage", b'{"id": "1", "topic": "t"}', b'{"amb":1,"id":1}', b'{"amb":1,']
-)
-def test_foreign_or_garbled_bytes_are_recognised(data: bytes, caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(InvalidMessageError):
-        decode(data)
-    assert decode_or_log(data, "some.topic") is None
-    assert "some.topic" in caplog.text
-
-
 def test_ids_are_unique() -> None:
     ids = {new_id() for _ in range(10_000)}
     assert len(ids) == 10_000
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b'{"amb":1,"id":"1","topic":"t","priority":2,"timestamp":"2026-01-01T12:00:00+02:00"}',
-        b'{"amb":1,"id":"1","topic":"t","payload":{},"metadata":{},"priority":"HIGH","sender":null,'
-        b'"correlation_id":null,"reply_to":null,"timestamp":"2026-01-01T12:00:00+02:00","ttl":null}',
-        b'{"amb":1,"id":"1","topic":"t","payload":{},"metadata":{},"priority":"HIGH","sender":null,'
-        b'"correlation_id":null,"reply_to":null,"timestamp":"2026-01-01T10:00:00","ttl":null}',
-    ],
-    ids=["other-implementation", "offset", "naive"],
-)
-def test_envelopes_written_otherwise_are_read_too(data: bytes) -> None:
-    message = decode(data)
-    assert message.priority is MessagePriority.HIGH
-    assert message.timestamp == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
-    assert message.timestamp.tzinfo is timezone.utc

@@ -24,13 +24,22 @@ def _copy_dict(value: dict[Any, Any], path: str) -> dict[str, Any]:
     copy: dict[str, Any] = {}
     for key, item in value.items():
         if type(key) is not str:
-            if not isinstance(key, str):
-                raise InvalidPayloadError(
-                    f"{path} has a key {key!r} of type {type(key).__name__}; JSON object keys are str"
-                )
-            key = key[:]  # a str subclass such as a StrEnum member, as plain str
-        copy[key] = _copy(item, path, key)
+            key = _plain_key(key, path)
+        kind = type(item)
+        # The common leaves inline: this runs for every value of every publish.
+        if kind is str or kind is int or kind is bool or item is None:
+            copy[key] = item
+        else:
+            copy[key] = _copy(item, path, key)
     return copy
+
+
+def _plain_key(key: object, path: str) -> str:
+    if not isinstance(key, str):
+        raise InvalidPayloadError(
+            f"{path} has a key {key!r} of type {type(key).__name__}; JSON object keys are str"
+        )
+    return key[:]  # a str subclass such as a StrEnum member, as plain str
 
 
 def _copy(value: Any, path: str, key: object) -> Any:

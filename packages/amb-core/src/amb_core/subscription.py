@@ -8,45 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from heapq import heappop, heappush
 from typing import Any
 
-from amb_core.message import Message
+from amb_core.message import Message, MessagePriority
 from amb_core.topics import compile_pattern
 
 logger = logging.getLogger("amb")
 
 MessageHandler = Callable[[Message], Awaitable[Any]]
 Ack = Callable[[bool], Awaitable[None]]
-_Entry = tuple[int, int, Message, "Ack | None"]
+_Entry = tuple[Message, "Ack | None"]
 
 
 class Subscription:
     """One ``subscribe()`` call: what adapters see of it, and the machinery behind it.
 
-    Workers are started on demand and end when the queue is empty, so an idle subscription costs
-    no task, timer or CPU.
+    The queue is one FIFO per priority level (four levels, so this beats a heap: O(1) both ways
+    and no tie-breaking counter). Workers are started on demand and end when the queue is empty,
+    so an idle subscription costs no task, timer or CPU.
     """
 
     __slots__ = (
         "_closed",
         "_handler",
         "_handler_is_async",
-        "_heap",
         "_idle_waiters",
+        "_levels",
         "_loop",
         "_matcher",
         "_maxsize",
+        "_queued",
         "_running",
-        "_sequence",
         "_space_waiters",
         "_tasks",
+        "_urgent_first",
         "concurrency",
         "group",
         "id",
@@ -76,8 +76,10 @@ class Subscription:
             type(handler).__call__
         )
         self._matcher = compile_pattern(pattern).fullmatch
-        self._heap: list[_Entry] = []
-        self._sequence = itertools.count()
+        #: One FIFO per priority, indexed by its value.
+        self._levels: tuple[deque[_Entry], ...] = tuple(deque() for _ in MessagePriority)
+        self._urgent_first = self._levels[::-1]
+        self._queued = 0
         self._maxsize = queue_size
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,11 +99,11 @@ class Subscription:
     @property
     def queued(self) -> int:
         """Messages waiting for a free worker."""
-        return len(self._heap)
+        return self._queued
 
     def offer(self, message: Message, ack: Ack | None = None) -> bool:
         """Queue ``message`` if there is room and return True; return False when the queue is full."""
-        if len(self._heap) >= self._maxsize:
+        if self._queued >= self._maxsize:
             return False
         self._push(message, ack)
         return True
@@ -110,7 +112,7 @@ class Subscription:
         """Queue ``message``, waiting while the queue is full (backpressure on the publisher or
         the adapter's consumer). A message for a closed subscription is dropped unacknowledged,
         so an at-least-once broker redelivers it."""
-        while len(self._heap) >= self._maxsize and not self._closed:
+        while self._queued >= self._maxsize and not self._closed:
             waiter = self._loop.create_future()
             self._space_waiters.append(waiter)
             try:
@@ -124,18 +126,23 @@ class Subscription:
     def _push(self, message: Message, ack: Ack | None) -> None:
         if self._closed:
             return
-        heappush(self._heap, (-message.priority, next(self._sequence), message, ack))
+        self._levels[message.priority].append((message, ack))
+        self._queued += 1
         if self._running < self.concurrency:
             self._running += 1
             # The task is referenced here until it ends (asyncio keeps only weak references).
             self._tasks.add(self._loop.create_task(self._work()))
 
     async def _work(self) -> None:
-        heap = self._heap
+        levels = self._urgent_first
         try:
             while True:
-                while heap:
-                    _, _, message, ack = heappop(heap)
+                while self._queued:
+                    for level in levels:
+                        if level:
+                            break
+                    message, ack = level.popleft()
+                    self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
                     if message.ttl is not None and message.expired(time.time()):
@@ -168,12 +175,12 @@ class Subscription:
                 # then takes that message without a new task or an extra loop iteration. It
                 # still ends as soon as the queue stays empty, so idle subscriptions cost nothing.
                 await _one_loop_pass()
-                if not heap:
+                if not self._queued:
                     return
         finally:
             self._tasks.discard(asyncio.current_task())
             self._running -= 1
-            if not self._running and (not heap or self._closed):
+            if not self._running and (not self._queued or self._closed):
                 for waiter in self._idle_waiters:
                     if not waiter.done():
                         waiter.set_result(None)
@@ -188,7 +195,7 @@ class Subscription:
 
     async def drain(self) -> None:
         """Return once every queued message was handled and no handler is running."""
-        if not self._running and not self._heap:
+        if not self._running and not self._queued:
             return
         waiter = self._loop.create_future()
         self._idle_waiters.append(waiter)
@@ -199,8 +206,10 @@ class Subscription:
         broker redelivers it); with ``cancel``, also cancel the handlers still running.
         Returns how many queued messages were dropped."""
         self._closed = True
-        dropped = len(self._heap)
-        self._heap.clear()
+        dropped = self._queued
+        for level in self._levels:
+            level.clear()
+        self._queued = 0
         for waiter in self._space_waiters:
             if not waiter.done():
                 waiter.set_result(None)

@@ -4,6 +4,11 @@ aiokafka's per-message ``send`` creates a coroutine, a future and a metadata loo
 record; a publish here only appends to the open batch of its topic, and one task per topic
 hands full (or lingered) batches to the producer. The producer's own batching is bypassed, so
 ``linger_ms`` and ``max_batch_size`` take effect here.
+
+Records go straight into the batch's record builder (``BatchBuilder._builder``, aiokafka's
+C ``DefaultRecordBatchBuilder``): its Python wrapper's ``append`` costs as much again per record.
+The wrapper's record count, which the idempotent producer's sequence numbers come from, is set
+when the batch is closed. Both are aiokafka internals, hence the upper bound on its version.
 """
 
 from __future__ import annotations
@@ -26,13 +31,22 @@ _MAX_IDLE_STATES = 4096
 class _Batch:
     """One batch being filled: its records' message ids, and who waits for its confirmation."""
 
-    __slots__ = ("builder", "confirmation", "fire_and_forget", "ids")
+    __slots__ = ("append", "builder", "confirmation", "fire_and_forget", "ids")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
+        #: ``append(offset, timestamp, key, value, headers)``, None once the batch is full.
+        self.append: Callable[[int, None, bytes, bytes, list[tuple[str, bytes]]], object] = (
+            builder._builder.append
+        )
+        #: One per record, in record order: a record's offset in the batch is its index here.
         self.ids: list[str] = []
         self.fire_and_forget = False
         self.confirmation: asyncio.Future[None] | None = None
+
+    def close(self) -> None:
+        self.builder._relative_offset = len(self.ids)
+        self.builder.close()
 
     def confirmed(self) -> asyncio.Future[None]:
         if self.confirmation is None:
@@ -120,7 +134,7 @@ class Batcher:
         batch = state.open
         if batch is None:
             batch = state.open = _Batch(self._producer.create_batch())
-        if batch.builder.append(timestamp=None, key=self._key, value=value, headers=_NO_HEADERS) is None:
+        if batch.append(len(batch.ids), None, self._key, value, _NO_HEADERS) is None:
             return self._send_to_next(state, value, message_id, confirm)
         batch.ids.append(message_id)
         if state.sender is None:
@@ -152,9 +166,9 @@ class Batcher:
             if batch is None:
                 # The first record of a batch always fits.
                 batch = state.open = _Batch(self._producer.create_batch())
-                batch.builder.append(timestamp=None, key=self._key, value=value, headers=_NO_HEADERS)
+                batch.append(0, None, self._key, value, _NO_HEADERS)
                 return batch
-            if batch.builder.append(timestamp=None, key=self._key, value=value, headers=_NO_HEADERS):
+            if batch.append(len(batch.ids), None, self._key, value, _NO_HEADERS) is not None:
                 return batch
             if state.sender is None:
                 state.sender = asyncio.ensure_future(self._drain(state))
@@ -174,7 +188,7 @@ class Batcher:
                 if state.taken is not None:
                     state.taken.set_result(None)
                     state.taken = None
-                batch.builder.close()
+                batch.close()
                 if state.untracked and not await self._still_there(state):
                     logger.debug("dropped %d replies to %s: that bus has closed", len(batch.ids), state.topic)
                     batch.fail(BrokerUnavailableError(f"{state.topic} no longer exists"), quietly=True)
