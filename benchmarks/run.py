@@ -365,7 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--bare-preserialised",
         action="store_true",
         help="bare publishers send the payload serialised once instead of serialising every message "
-        "(a lower bound; the report goes to latest-bare-preserialised.md)",
+        "(a lower bound; written to bare-preserialised-<date>.json and latest-bare-preserialised.md)",
     )
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing implementations")
     parser.add_argument("--quiet", action="store_true")
@@ -427,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     data["markdown"] = markdown({**data, "cells": measured["cells"]})
     stamp = started.strftime("%Y%m%d-%H%M%S")
-    json_path = args.output_dir / f"run-{stamp}.json"
+    # Only full runs are named run-*.json: plot.py draws the newest of those.
+    json_path = args.output_dir / (
+        f"bare-preserialised-{stamp}.json" if args.bare_preserialised else f"run-{stamp}.json"
+    )
     harness.write_json(json_path, data)
     report = args.output_dir / ("latest-bare-preserialised.md" if args.bare_preserialised else "latest.md")
     report.write_text(data["markdown"])
