@@ -7,6 +7,9 @@ from typing import Any
 
 from amb_core.errors import InvalidPayloadError
 
+#: Values copied as they are: immutable, and already plain JSON.
+_AS_IS = frozenset({str, int, bool, type(None)})
+
 
 def json_object(value: object, what: str = "payload") -> dict[str, Any]:
     """Return a private copy of ``value`` made only of plain JSON types, or raise.
@@ -25,12 +28,8 @@ def _copy_dict(value: dict[Any, Any], path: str) -> dict[str, Any]:
     for key, item in value.items():
         if type(key) is not str:
             key = _plain_key(key, path)
-        kind = type(item)
-        # The common leaves inline: this runs for every value of every publish.
-        if kind is str or kind is int or kind is bool or item is None:
-            copy[key] = item
-        else:
-            copy[key] = _copy(item, path, key)
+        # Checked here too, not only in _copy: this runs for every value of every publish.
+        copy[key] = item if type(item) in _AS_IS else _copy(item, path, key)
     return copy
 
 
@@ -44,7 +43,7 @@ def _plain_key(key: object, path: str) -> str:
 
 def _copy(value: Any, path: str, key: object) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _AS_IS:
         return value
     if kind is float:
         if math.isfinite(value):

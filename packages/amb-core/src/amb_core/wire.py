@@ -30,7 +30,6 @@ _PRIORITIES = {priority.name: priority for priority in MessagePriority}
 _parse_timestamp = datetime.fromisoformat
 _utc = timezone.utc
 _NORMAL = MessagePriority.NORMAL
-_ABSENT: Any = object()
 
 
 def encode(message: Message) -> bytes:
@@ -96,9 +95,7 @@ def _as_written(fields: dict[str, Any]) -> Message | None:
     except (KeyError, TypeError, ValueError):
         return None
     sender, correlation_id, reply_to, ttl = get("sender"), get("correlation_id"), get("reply_to"), get("ttl")
-    metadata = get("metadata", _ABSENT)
-    if metadata is _ABSENT:
-        metadata = {}
+    metadata = get("metadata", {})  # a written null is no dict: pydantic then rejects it
     if (
         type(id) is not str
         or type(topic) is not str
