@@ -7,6 +7,8 @@ Usage::
     python scripts/services.py down [names] [--wipe]
     python scripts/services.py status [names]
     python scripts/services.py restart NAME                    # same port, same data
+    python scripts/services.py kill NAME                       # SIGKILL: a crash; `up` starts it again
+    python scripts/services.py restart --kill NAME             # a crash, then the same start
     python scripts/services.py env                             # AMB_*_URL=... lines
 
 ``up`` returns only once every broker accepts clients: Redis answers PING, RabbitMQ
@@ -31,6 +33,8 @@ Modes:
 ``AMB_<NAME>_RESTART_CMD`` (e.g. ``AMB_REDIS_RESTART_CMD="docker restart redis"``) makes
 ``restart NAME`` run that shell command instead, then wait until the broker is ready: for
 brokers this launcher does not manage (CI service containers, a remote host, ...).
+``AMB_<NAME>_KILL_CMD``, ``AMB_<NAME>_STOP_CMD`` and ``AMB_<NAME>_START_CMD`` do the same for
+``kill NAME``, ``down NAME`` and ``up NAME`` (``up`` then waits until the broker is ready).
 
 Importable: ``up(names)``, ``down(names)``, ``restart(name)``, ``status(names)``, ``env()``;
 failures raise :class:`ServiceError`.  Stdlib only.
@@ -67,6 +71,7 @@ __all__ = [
     "down",
     "endpoint",
     "env",
+    "kill",
     "main",
     "restart",
     "status",
@@ -547,10 +552,12 @@ def _start_redis(ep: Endpoint) -> int:
         "--port", str(ep.port),
         "--dir", str(workdir),
         "--dbfilename", "dump.rdb",
-        # No periodic snapshots, no AOF: fast. On SIGTERM (stop/restart) it writes one
-        # snapshot, which the next start loads, so `restart` keeps the data.
+        # Every write is in the append-only file, fsynced before Redis answers: what a
+        # confirmed publish reached survives `kill -9` (the chaos suite checks it). No
+        # periodic snapshots; on SIGTERM (stop/restart) it also writes one.
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes",
+        "--appendfsync", "always",
         "--shutdown-on-sigterm", "save",
         "--daemonize", "no",
         "--logfile", "",
@@ -939,9 +946,25 @@ def _run_parallel(names: Sequence[str], fn: Callable[[str], str]) -> None:
         raise ServiceError("\n".join(errors))
 
 
+def _override(action: str, names: Sequence[str]) -> bool:
+    """Run ``AMB_<NAME>_<ACTION>_CMD`` for each of ``names`` if set for all of them."""
+    commands = [os.environ.get(f"AMB_{name.upper()}_{action}_CMD") for name in names]
+    if not all(commands):
+        return False
+    for command in commands:
+        assert command is not None
+        subprocess.run(command, shell=True, check=True)
+    return True
+
+
 def up(names: Iterable[str] | str | None = None, *, docker: bool | None = None) -> None:
     """Start the named brokers (default: all) unless already up; block until all are ready."""
     chosen = _names(names)
+    if _override("START", chosen):
+        for name in chosen:
+            _wait_ready(name, None, time.monotonic())
+            _say(f"{name:9} ready on {endpoint(name).address} (AMB_{name.upper()}_START_CMD)")
+        return
     if _mode(chosen, docker) == "docker":
         _compose("up", "-d", "--wait", *chosen)
         for name in chosen:
@@ -960,6 +983,8 @@ def down(
 ) -> None:
     """Stop the named brokers (default: all) that this launcher started; ``wipe`` drops data."""
     chosen = _names(names)
+    if not wipe and _override("STOP", chosen):
+        return
     if _mode(chosen, docker) == "docker":
         if set(chosen) == set(NAMES):
             _compose("down", *(["-v"] if wipe else []))
@@ -993,6 +1018,30 @@ def restart(name: str, *, docker: bool | None = None) -> None:
                 _stop_pid(name, pid)
             _native_up_one(name)
     _say(f"{name:9} restarted, ready on {endpoint(name).address} ({time.monotonic() - t0:.1f}s)")
+
+
+def kill(name: str, *, docker: bool | None = None) -> None:
+    """Kill broker ``name`` with SIGKILL, as a crash would: no shutdown, no final write. It
+    stays down until `up` (or `restart`) starts it again, with whatever it had on disk."""
+    _check_name(name)
+    override = os.environ.get(f"AMB_{name.upper()}_KILL_CMD")
+    if override:
+        subprocess.run(override, shell=True, check=True)
+    elif _mode([name], docker) == "docker":
+        _compose("kill", "-s", "SIGKILL", name)
+    else:
+        with _locked():
+            pid = managed_pid(name)
+            if pid is None:
+                raise ServiceError(f"{name}: not running under this launcher; nothing to kill")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(OSError):
+                _pidfile(name).unlink()
+    _say(f"{name:9} killed (SIGKILL)")
 
 
 def status(names: Iterable[str] | str | None = None) -> dict[str, bool]:
@@ -1047,6 +1096,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "down":
             p.add_argument("--wipe", action="store_true", help="also delete their data")
     p = sub.add_parser("restart", help="stop and start one broker, keeping its data")
+    p.add_argument("--kill", action="store_true", help="stop it with SIGKILL (a crash), not gracefully")
+    p.add_argument("name", choices=NAMES)
+    p = sub.add_parser("kill", help="kill one broker with SIGKILL (a crash); `up` starts it again")
     p.add_argument("name", choices=NAMES)
     sub.add_parser("env", help="print AMB_*_URL=... lines")
     args = parser.parse_args(argv)
@@ -1059,7 +1111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "down":
             down(args.names or None, wipe=args.wipe, docker=args.docker)
         elif args.command == "restart":
-            restart(args.name, docker=args.docker)
+            if args.kill:
+                kill(args.name, docker=args.docker)
+                up([args.name], docker=args.docker)
+            else:
+                restart(args.name, docker=args.docker)
+        elif args.command == "kill":
+            kill(args.name, docker=args.docker)
         elif args.command == "status":
             return 0 if all(status(args.names or None).values()) else 3
         elif args.command == "env":

@@ -41,11 +41,11 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Fault tests need a broker process to restart: they are deselected (not skipped) for the
-    in-memory broker, which has none."""
+    """Fault tests need a broker process to restart, network tests a broker address: both are
+    deselected (not skipped) for the in-memory broker, which has neither."""
     selected, deselected = [], []
     for item in items:
-        if item.get_closest_marker("fault") and SCHEME == "memory":
+        if (item.get_closest_marker("fault") or item.get_closest_marker("network")) and SCHEME == "memory":
             deselected.append(item)
         else:
             selected.append(item)
@@ -101,23 +101,25 @@ def received() -> Callable[[], Received]:
     return Received
 
 
-def restart_broker() -> None:
-    """Restart the broker under test and wait until it accepts clients again.
+def _launcher(action: str) -> None:
+    """Run ``scripts/services.py <action> <broker>`` on the broker under test and wait for it.
 
-    ``AMB_RESTART_CMD`` overrides how (for brokers the launcher does not run); by default the
-    project's launcher restarts its own broker.
+    ``AMB_<ACTION>_CMD`` (``AMB_RESTART_CMD``, ``AMB_STOP_CMD``, ``AMB_START_CMD``,
+    ``AMB_KILL_CMD``) overrides how, for brokers the launcher does not run; ``start`` and
+    ``restart`` must return once the broker accepts clients again.
     """
-    command = os.environ.get("AMB_RESTART_CMD")
+    command = os.environ.get(f"AMB_{action.upper()}_CMD")
     if command:
         args = shlex.split(command)
     else:
-        args = [
-            sys.executable,
-            str(ROOT / "scripts" / "services.py"),
-            "restart",
-            _SERVICES[SCHEME],
-        ]
+        verb = {"stop": "down", "start": "up"}.get(action, action)
+        args = [sys.executable, str(ROOT / "scripts" / "services.py"), verb, _SERVICES[SCHEME]]
     subprocess.run(args, check=True, timeout=300)
+
+
+def restart_broker() -> None:
+    """Restart the broker under test and wait until it accepts clients again."""
+    _launcher("restart")
 
 
 @pytest.fixture
@@ -126,3 +128,32 @@ def broker_restart() -> Iterator[Callable[[], Awaitable[None]]]:
         await anyio.to_thread.run_sync(restart_broker)
 
     yield restart
+
+
+class BrokerProcess:
+    """The broker under test as a process the test stops, starts and kills (with SIGKILL, a
+    crash), through the launcher."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def stop(self) -> None:
+        self.down = True
+        await anyio.to_thread.run_sync(_launcher, "stop")
+
+    async def kill(self) -> None:
+        self.down = True
+        await anyio.to_thread.run_sync(_launcher, "kill")
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(_launcher, "start")
+        self.down = False
+
+
+@pytest.fixture
+async def broker_process() -> AsyncIterator[BrokerProcess]:
+    """Control of the broker's process; whatever the test did, the broker is up afterwards."""
+    process = BrokerProcess()
+    yield process
+    if process.down:
+        await process.start()

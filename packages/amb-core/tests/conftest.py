@@ -6,3 +6,11 @@ import pytest
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_throttle() -> None:
+    """Each test sees the first warnings of its own (amb_core.logs throttles repeats)."""
+    from amb_core import logs
+
+    logs.reset()

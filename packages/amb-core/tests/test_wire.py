@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -100,3 +101,92 @@ def test_envelopes_written_otherwise_are_read_too(data: bytes) -> None:
     assert message.timestamp == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
     assert message.timestamp.tzinfo is timezone.utc
     assert message.payload == {} and message.metadata == {}
+
+
+_VALID = {
+    "amb": 1,
+    "id": "m-1",
+    "topic": "agent.task",
+    "payload": {"x": 1},
+    "timestamp": "2026-01-01T10:00:00Z",
+    "priority": "HIGH",
+    "sender": "agent-1",
+    "correlation_id": "c-1",
+    "reply_to": "_amb.inbox.x",
+    "ttl": 5,
+    "metadata": {"k": "v"},
+}
+_HOSTILE_VALUES: list[object] = [
+    None,
+    True,
+    -1,
+    0,
+    2**64,
+    -(2**64),
+    1e308,
+    -1e-308,
+    "",
+    "x" * 10_000,
+    "\udcff",
+    [],
+    {},
+    [[[]]],
+    {"nested": {"deeper": [1, 2, {"a": None}]}},
+    "9999-12-31T23:59:59-23:59",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59.999999+00:00",
+    "2026-13-45T99:99:99Z",
+    "URGENT",
+    "urgent",
+    "SOON",
+]
+
+
+@pytest.mark.parametrize("field", sorted(_VALID))
+def test_every_field_mutated_gives_a_message_or_an_invalid_message_error(field: str) -> None:
+    """Whatever a hostile producer writes in any field, decoding ends in a `Message` or in
+    `InvalidMessageError`, never in another exception (one used to be OverflowError, which
+    killed a consumer)."""
+    for value in _HOSTILE_VALUES:
+        envelope = {**_VALID, field: value}
+        try:
+            data = json.dumps(envelope).encode()
+        except (TypeError, ValueError):
+            continue
+        with contextlib.suppress(InvalidMessageError):
+            decode(data)
+
+
+def test_random_byte_mutations_never_raise_anything_but_invalid_message_error() -> None:
+    import random
+
+    rng = random.Random(11)
+    valid = json.dumps(_VALID, separators=(",", ":")).encode()
+    for _ in range(3000):
+        data = bytearray(valid)
+        for _ in range(rng.randint(1, 6)):
+            position = rng.randrange(len(data))
+            data[position] = rng.randrange(256)
+        with contextlib.suppress(InvalidMessageError):
+            decode(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"amb":1,"id":"1","topic":"t","payload":{},"timestamp":"9999-12-31T23:59:59-23:59"}',
+        b'{"amb":1,"id":"1","topic":"t","payload":{"s":"\xff\xfe"},"timestamp":"2026-01-01T10:00:00Z"}',
+        b'{"amb":1,"id":"1","topic":"t","payload":' + b"[" * 100_000 + b"]" * 100_000 + b',"timestamp":"x"}',
+        b'{"amb":1,"id":"1","topic":"t","payload":{"big":"' + b"x" * 50_000_000 + b'"},"timestamp":[]}',
+    ],
+    ids=["overflowing-timestamp", "invalid-utf8", "100000-deep", "50MB-string-field"],
+)
+def test_hostile_envelopes_are_invalid_messages(data: bytes) -> None:
+    with pytest.raises(InvalidMessageError) as raised:
+        decode(data)
+    assert len(str(raised.value)) < 500, "the reason quotes the start of the data, not all of it"
+
+
+def test_a_str_that_is_not_valid_unicode_is_an_invalid_message() -> None:
+    with pytest.raises(InvalidMessageError):
+        decode('{"amb":1,\udcff')

@@ -11,19 +11,24 @@ from importlib.metadata import PackageNotFoundError, version
 
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.bus import MessageBus
+from amb_core.delivery import Delivery
 from amb_core.errors import (
     AdapterNotInstalledError,
     AMBError,
+    BrokerRefusedError,
     BrokerUnavailableError,
     BusClosedError,
     InvalidMessageError,
     InvalidPayloadError,
     InvalidTopicError,
+    MessageTooLargeError,
     RequestTimeoutError,
 )
+from amb_core.link import Link
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority
-from amb_core.subscription import Ack, MessageHandler, Subscription
+from amb_core.policy import Policy
+from amb_core.subscription import MessageHandler, Subscription
 
 try:
     __version__ = version("amb-core")
@@ -32,20 +37,24 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "AMBError",
-    "Ack",
     "AdapterNotInstalledError",
     "BrokerAdapter",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "BusClosedError",
     "Capabilities",
+    "Delivery",
     "InMemoryBroker",
     "InvalidMessageError",
     "InvalidPayloadError",
     "InvalidTopicError",
+    "Link",
     "Message",
     "MessageBus",
     "MessageHandler",
     "MessagePriority",
+    "MessageTooLargeError",
+    "Policy",
     "RequestTimeoutError",
     "Subscription",
     "__version__",

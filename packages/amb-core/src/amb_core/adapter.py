@@ -1,8 +1,10 @@
 """The interface a broker adapter implements.
 
 An adapter only maps primitives onto its broker: send an envelope, start and stop feeding a
-subscription. Everything else (topic rules, payload checks, ids, request/reply, queues, priority,
-TTL, concurrency, handler errors, shutdown) lives in the bus, so every adapter behaves the same.
+subscription, settle a `Delivery`, report its connection on a `Link`. Everything else (topic
+rules, payload checks and limits, ids, request/reply, queues, priority, TTL, concurrency,
+decoding and settling, retries and dead letters, riding out outages, connect timeouts) lives in
+the bus, so every adapter behaves the same (docs/semantics.md).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from amb_core.policy import Policy
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from amb_core.link import Link
     from amb_core.message import Message
     from amb_core.subscription import Subscription
 
@@ -37,22 +42,46 @@ class Capabilities:
 class BrokerAdapter(ABC):
     """Base class of broker adapters. One adapter instance serves one `MessageBus`.
 
-    An adapter receives `Subscription` objects and feeds them with ``await subscription.deliver(
-    message, ack)``; the bus takes it from there. ``ack`` (optional) is called once, with True when
-    the handler succeeded or the message was dropped on purpose (expired, say) and False when the
-    handler raised, so an at-least-once broker can acknowledge, retry or dead-letter.
+    Subclasses call ``super().__init__(**policy_options)`` with the `Policy` options they were
+    given (``max_attempts``, ``connect_timeout``, ``outage_timeout``, ``outage_buffer``): the
+    bus applies them the same way on every broker.
+
+    An adapter feeds subscriptions with `Subscription.receive` (raw bytes: the bus decodes,
+    and logs and settles what is not a valid envelope) or, when it decoded the bytes itself
+    to share one message among several subscriptions, `Subscription.offer` / `deliver`. Where
+    the broker can redeliver, each message comes with a `Delivery` that maps the bus's decision
+    (ack, retry, dead-letter, release) onto the broker.
+
+    A network adapter sets `link` to a `Link` and reports its connection on it; the bus then
+    buffers, waits and raises for the caller during an outage. The in-memory broker has none.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Options of adapters that never called ``super().__init__``.
+    policy: Policy = Policy()
+    #: The connection, for adapters that have one (see `amb_core.link`).
+    link: Link | None = None
+    #: The largest encoded envelope, in bytes, the broker takes; None for no limit. Adapters
+    #: pass it to `amb_core.wire.encode`, which raises `MessageTooLargeError` above it.
+    max_message_size: int | None = None
+
+    def __init__(self, **policy_options: Any) -> None:
+        self.policy = Policy(**policy_options)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """Build the adapter for ``url``; the entry point of the ``amb.adapters`` group calls this."""
         return cls(url, **options)  # type: ignore[call-arg]
 
+    def describe(self) -> str:
+        """Which broker, for log lines and errors; never with credentials."""
+        return type(self).__name__
+
     @abstractmethod
     async def connect(self) -> None:
-        """Connect to the broker; raise `BrokerUnavailableError` when it cannot be reached."""
+        """Connect to the broker; raise `BrokerUnavailableError` when it cannot be reached and
+        `BrokerRefusedError` when it refuses (credentials, permissions). The bus cancels this
+        after ``connect_timeout``: leave nothing open when cancelled."""
 
     @abstractmethod
     async def disconnect(self) -> None:
@@ -64,13 +93,14 @@ class BrokerAdapter(ABC):
 
         With ``confirm`` return only once the broker has accepted it; without, do not wait for
         the broker's acknowledgement. A message no subscription can receive is logged at WARNING
-        when ``confirm`` is set.
+        when ``confirm`` is set. When the connection is lost, call ``link.lost`` and raise
+        `BrokerUnavailableError` if the message was not taken: the bus keeps it for later.
         """
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         """Put ``data`` on ``topic`` as-is, exactly where `publish` puts an envelope, as a foreign
         producer would. The contract suite uses it to check that foreign or garbled messages are
-        logged and skipped without stopping the consumer."""
+        logged and settled without stopping the consumer."""
         raise NotImplementedError(f"{type(self).__name__} cannot publish raw bytes")
 
     @abstractmethod

@@ -13,11 +13,13 @@ from typing import Any
 import anyio
 
 from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.errors import BusClosedError
+from amb_core.errors import BrokerUnavailableError, BusClosedError
 from amb_core.ids import new_id
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority, build_message
+from amb_core.outbox import Outbox
 from amb_core.payload import json_object
+from amb_core.policy import Policy
 from amb_core.registry import adapter_from_url
 from amb_core.replies import ReplyInbox
 from amb_core.subscription import MessageHandler, Subscription
@@ -64,6 +66,11 @@ class MessageBus:
         self._inbox: ReplyInbox | None = None
         self._inbox_lock: asyncio.Lock | None = None
         self._valid_topics: set[str] = set()
+        self._policy = self._adapter.policy
+        #: None for the in-memory broker, which has no connection to lose.
+        self._link = self._adapter.link
+        #: Messages kept during an outage (see `amb_core.outbox`); None when there are none.
+        self._outbox: Outbox | None = None
 
     @classmethod
     def from_url(
@@ -71,7 +78,9 @@ class MessageBus:
     ) -> MessageBus:
         """A bus on the adapter registered for ``url``'s scheme: ``memory://``, ``redis://``,
         ``rediss://``, ``amqp://``, ``amqps://``, ``kafka://host:port[,host:port]`` or a
-        third-party scheme. ``options`` go to the adapter."""
+        third-party scheme. ``options`` go to the adapter: its own, and the failure-policy ones
+        every adapter takes (``max_attempts``, ``connect_timeout``, ``outage_timeout``,
+        ``outage_buffer``; see `amb_core.policy.Policy`)."""
         return cls(adapter_from_url(url, **options), queue_size=queue_size, drain_timeout=drain_timeout)
 
     @property
@@ -87,13 +96,28 @@ class MessageBus:
     def is_connected(self) -> bool:
         return self._state is _State.OPEN
 
+    @property
+    def policy(self) -> Policy:
+        """The failure-handling options in force (the adapter's)."""
+        return self._policy
+
     async def connect(self) -> None:
-        """Connect the adapter. Connecting a connected bus does nothing."""
+        """Connect the adapter, or raise `BrokerUnavailableError` within ``connect_timeout``
+        whatever the broker does (`BrokerRefusedError` if it refuses the credentials).
+        Connecting a connected bus does nothing."""
         if self._state is _State.OPEN:
             return
         if self._state is _State.CLOSING:
             raise BusClosedError("the bus is closing")
-        await self._adapter.connect()
+        timeout = self._policy.connect_timeout
+        with anyio.move_on_after(timeout) as scope:
+            await self._adapter.connect()
+        if scope.cancelled_caught:
+            raise BrokerUnavailableError(
+                f"{self._adapter.describe()} did not answer within connect_timeout ({timeout} s)"
+            )
+        if self._link is not None:
+            self._link.up = True  # a fresh connection, whatever ended the last one
         self._state = _State.OPEN
 
     async def disconnect(self) -> None:
@@ -126,6 +150,9 @@ class MessageBus:
                 inbox, self._inbox = self._inbox, None
                 inbox.fail_all()
                 await self._detach(inbox)
+            if self._outbox is not None:
+                outbox, self._outbox = self._outbox, None
+                await outbox.close(self._drain_timeout)
         finally:
             self._state = _State.CLOSED
             await self._adapter.disconnect()
@@ -177,8 +204,40 @@ class MessageBus:
         message = self._envelope(
             topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to
         )
-        await self._adapter.publish(message, confirm=wait_for_confirmation)
+        if self._link is None:
+            await self._adapter.publish(message, confirm=wait_for_confirmation)
+        else:
+            await self._send(message, wait_for_confirmation)
         return message.id
+
+    async def _send(self, message: Message, confirm: bool) -> None:
+        """Publish through a network adapter, riding out outages (see `amb_core.outbox`)."""
+        link = self._link
+        assert link is not None
+        if self._outbox is None and link.up:
+            try:
+                if not confirm:
+                    await self._adapter.publish(message, confirm=False)
+                    return
+                timeout = self._policy.outage_timeout
+                with anyio.move_on_after(timeout) as scope:
+                    await self._adapter.publish(message, confirm=True)
+                if not scope.cancelled_caught:
+                    return
+                raise BrokerUnavailableError(
+                    f"{link.name} did not confirm message {message.id} within outage_timeout ({timeout} s);"
+                    " it may still arrive"
+                )
+            except BrokerUnavailableError:
+                if link.up:
+                    raise
+                # The connection went while this message was being sent, and it was not taken.
+        if self._outbox is None:
+            self._outbox = Outbox(self._adapter, link, self._outbox_empty)
+        await self._outbox.put(message, confirm)
+
+    def _outbox_empty(self) -> None:
+        self._outbox = None
 
     def _envelope(
         self,
@@ -242,8 +301,16 @@ class MessageBus:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, not {concurrency!r}")
         subscription = Subscription(
-            new_id(), topic, handler, group=group, concurrency=concurrency, queue_size=self._queue_size
+            new_id(),
+            topic,
+            handler,
+            group=group,
+            concurrency=concurrency,
+            queue_size=self._queue_size,
+            max_attempts=self._policy.max_attempts,
         )
+        if self._link is not None and not self._link.up:
+            await self._link.wait_up(self._policy.outage_timeout)
         await self._adapter.subscribe(subscription)
         self._subscriptions[subscription.id] = subscription
         return subscription.id
@@ -282,7 +349,10 @@ class MessageBus:
         )
         reply = inbox.expect(message_id, topic, timeout)
         try:
-            await self._adapter.publish(message, confirm=False)
+            if self._link is None:
+                await self._adapter.publish(message, confirm=False)
+            else:
+                await self._send(message, False)
             return await reply
         finally:
             inbox.forget(message_id)

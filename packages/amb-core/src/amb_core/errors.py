@@ -15,6 +15,11 @@ class InvalidPayloadError(AMBError, TypeError, ValueError):
     """A payload or metadata value that is not a plain JSON object; nothing was sent."""
 
 
+class MessageTooLargeError(InvalidPayloadError):
+    """The encoded message is larger than the broker takes (the adapter's ``max_message_size``);
+    nothing was sent."""
+
+
 class InvalidMessageError(AMBError, ValueError):
     """Bytes on a topic that are not an AMB envelope (a foreign or garbled message)."""
 
@@ -24,7 +29,13 @@ class BusClosedError(AMBError, ConnectionError):
 
 
 class BrokerUnavailableError(AMBError, ConnectionError):
-    """The broker could not be reached or refused the operation."""
+    """The broker could not be reached (within ``connect_timeout`` when connecting, within
+    ``outage_timeout`` during an outage): a condition that may pass, so retrying later makes sense."""
+
+
+class BrokerRefusedError(AMBError, PermissionError):
+    """The broker answered and refused, for a reason that retrying will not fix: wrong
+    credentials, missing permissions, an unknown virtual host. Not a `ConnectionError`."""
 
 
 class RequestTimeoutError(AMBError, TimeoutError):
@@ -33,3 +44,12 @@ class RequestTimeoutError(AMBError, TimeoutError):
 
 class AdapterNotInstalledError(AMBError, ImportError):
     """The adapter for a URL scheme is a separate distribution that is not installed."""
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` with every one of ``secrets`` (passwords, tokens; None and "" ignored) replaced by
+    ``***``: for messages that quote a client library's error, which may quote a URL."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

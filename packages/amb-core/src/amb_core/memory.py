@@ -4,35 +4,115 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from amb_core.adapter import BrokerAdapter, Capabilities
+from amb_core.delivery import Delivery
+from amb_core.errors import InvalidMessageError
 from amb_core.message import Message
-from amb_core.subscription import Ack, Subscription
-from amb_core.wire import decode_or_log
+from amb_core.subscription import Subscription
+from amb_core.wire import decode, log_invalid
 
 logger = logging.getLogger("amb")
 
 _MAX_CACHED_ROUTES = 10_000
+#: Dead letters a shared broker keeps (oldest dropped first, with a WARNING).
+MAX_DEAD_LETTERS = 10_000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A grouped message that failed ``max_attempts`` times, or bytes that were not a valid
+    envelope (then ``message`` is None and ``data`` holds them)."""
+
+    topic: str
+    pattern: str
+    group: str
+    reason: str
+    attempts: int
+    message: Message | None = None
+    data: bytes | None = None
 
 
 class _Group:
     """Subscriptions sharing a group name on one pattern: each message goes to one of them."""
 
-    __slots__ = ("_turn", "members")
+    __slots__ = ("_turn", "hub", "members", "name", "pattern")
 
-    def __init__(self) -> None:
+    def __init__(self, hub: _Hub, name: str, pattern: str) -> None:
+        self.hub = hub
+        self.name = name
+        self.pattern = pattern
         self.members: list[Subscription] = []
         self._turn = itertools.count()
 
     def _next(self) -> Subscription:
         return self.members[next(self._turn) % len(self.members)]
 
-    def offer(self, message: Message, ack: Ack | None = None) -> bool:
-        return self._next().offer(message, ack)
+    def offer(self, message: Message) -> bool:
+        return self._next().offer(message, _GroupDelivery(self, message))
 
-    async def deliver(self, message: Message, ack: Ack | None = None) -> None:
-        await self._next().deliver(message, ack)
+    async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
+        await self._next().deliver(message, delivery or _GroupDelivery(self, message))
+
+
+class _GroupDelivery(Delivery):
+    """A grouped message in memory: retried by the group (any member), dead-lettered to the
+    broker's `InMemoryBroker.dead_letters`, given to another member when its own leaves."""
+
+    __slots__ = ("_group", "_message")
+    acknowledges = False  # nothing to tell: the group forgot the message when it handed it over
+
+    def __init__(self, group: _Group, message: Message, attempt: int = 1) -> None:
+        self.attempt = attempt  # not through super().__init__: this runs for every grouped message
+        self._group = group
+        self._message = message
+
+    async def ack(self) -> None:
+        pass
+
+    async def retry(self) -> None:
+        if self._group.members:
+            await self._group.deliver(
+                self._message, _GroupDelivery(self._group, self._message, self.attempt + 1)
+            )
+
+    async def dead_letter(self, reason: str) -> str:
+        group = self._group
+        group.hub.dead_letter(
+            DeadLetter(self._message.topic, group.pattern, group.name, reason, self.attempt, self._message)
+        )
+        return "the in-memory broker's dead_letters"
+
+    async def release(self) -> None:
+        # With no member left it is gone: the closing bus logs how many it did not handle.
+        if self._group.members:
+            await self._group.deliver(self._message, self)
+
+
+class _InvalidDelivery(Delivery):
+    """Bytes handed to `InMemoryBroker.publish_raw` that are not an envelope, for one group."""
+
+    __slots__ = ("_data", "_group", "_topic")
+
+    def __init__(self, group: _Group, topic: str, data: bytes) -> None:
+        super().__init__()
+        self._group, self._topic, self._data = group, topic, data
+
+    async def ack(self) -> None:
+        pass
+
+    async def retry(self) -> None:  # pragma: no cover - never a handler's failure
+        pass
+
+    async def dead_letter(self, reason: str) -> str:
+        group = self._group
+        group.hub.dead_letter(
+            DeadLetter(self._topic, group.pattern, group.name, reason, self.attempt, data=self._data)
+        )
+        return "the in-memory broker's dead_letters"
 
 
 _Target = Subscription | _Group
@@ -45,6 +125,7 @@ class _Hub:
         self.subscriptions: list[Subscription] = []
         self.groups: dict[tuple[str, str], _Group] = {}
         self.routes: dict[str, tuple[_Target, ...]] = {}
+        self.dead_letters: deque[DeadLetter] = deque()
 
     def route(self, topic: str) -> tuple[_Target, ...]:
         targets: list[_Target] = []
@@ -68,7 +149,10 @@ class _Hub:
         self.subscriptions.append(subscription)
         if subscription.group is not None:
             key = (subscription.group, subscription.pattern)
-            self.groups.setdefault(key, _Group()).members.append(subscription)
+            group = self.groups.get(key)
+            if group is None:
+                group = self.groups[key] = _Group(self, subscription.group, subscription.pattern)
+            group.members.append(subscription)
         self.routes.clear()
 
     def remove(self, subscription: Subscription) -> None:
@@ -83,6 +167,17 @@ class _Hub:
                 del self.groups[key]
         self.routes.clear()
 
+    def dead_letter(self, dead: DeadLetter) -> None:
+        if len(self.dead_letters) >= MAX_DEAD_LETTERS:
+            oldest = self.dead_letters.popleft()
+            logger.warning(
+                "the in-memory broker keeps %d dead letters: dropped the oldest (topic %s, group %r)",
+                MAX_DEAD_LETTERS,
+                oldest.topic,
+                oldest.group,
+            )
+        self.dead_letters.append(dead)
+
 
 class InMemoryBroker(BrokerAdapter):
     """A broker inside this process.
@@ -90,16 +185,24 @@ class InMemoryBroker(BrokerAdapter):
     ``InMemoryBroker()`` (what ``MessageBus()`` uses) is private to its bus. Buses built from the
     same URL, ``MessageBus.from_url("memory://")`` or ``"memory://name"``, share one broker, as
     they would share a Redis server: that is how agents in one process talk across buses.
+
+    Options: the `amb_core.policy.Policy` ones, like every adapter (``max_attempts`` applies to
+    groups here too; the outage options have nothing to do in one process).
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        priority=True, survives_restart=True, redelivers_failed=False
+        priority=True, survives_restart=True, redelivers_failed=True
     )
     _shared_hubs: ClassVar[dict[str, _Hub]] = {}
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
-        if options:
-            raise TypeError(f"InMemoryBroker takes no options, got {sorted(options)}")
+        try:
+            super().__init__(**options)
+        except TypeError:
+            raise TypeError(
+                f"InMemoryBroker takes only the failure-policy options (max_attempts, connect_timeout, "
+                f"outage_timeout, outage_buffer), got {sorted(options)}"
+            ) from None
         if url is None:
             self._hub = _Hub()
         else:
@@ -108,6 +211,16 @@ class InMemoryBroker(BrokerAdapter):
             self._hub = self._shared_hubs.setdefault(url[len("memory://") :].rstrip("/"), _Hub())
         self.url = url or "memory://"
         self._mine: list[Subscription] = []
+
+    def describe(self) -> str:
+        return f"the in-memory broker {self.url}"
+
+    @property
+    def dead_letters(self) -> deque[DeadLetter]:
+        """Grouped messages that failed ``max_attempts`` times and invalid bytes handed to
+        `publish_raw`, oldest first (shared by every bus on this broker; at most
+        `MAX_DEAD_LETTERS`). Clear it when you have looked."""
+        return self._hub.dead_letters
 
     async def connect(self) -> None:
         pass
@@ -129,9 +242,17 @@ class InMemoryBroker(BrokerAdapter):
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         # Nothing foreign travels in memory, but bytes handed in are judged as on a real broker.
-        message = decode_or_log(data, topic)
-        if message is not None:
-            await self.publish(message, confirm=False)
+        try:
+            message = decode(data)
+        except InvalidMessageError as error:
+            route = self._hub.routes.get(topic) or self._hub.route(topic)
+            groups = [target for target in route if isinstance(target, _Group)]
+            if not groups:
+                log_invalid(topic, error)
+            for group in groups:
+                group.members[0].reject(topic, error, _InvalidDelivery(group, topic, data))
+            return
+        await self.publish(message, confirm=False)
 
     async def subscribe(self, subscription: Subscription) -> None:
         self._hub.add(subscription)

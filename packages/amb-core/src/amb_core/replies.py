@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from heapq import heapify, heappop, heappush
 from typing import NamedTuple
 
+from amb_core.delivery import Delivery
 from amb_core.errors import BusClosedError, RequestTimeoutError
 from amb_core.message import Message
-from amb_core.subscription import Ack, Subscription
+from amb_core.subscription import Subscription
+from amb_core.wire import decode_or_log
 
 logger = logging.getLogger("amb")
 
@@ -89,7 +92,7 @@ class ReplyInbox(Subscription):
         if deadlines:
             self._arm(deadlines[0][0])
 
-    def offer(self, message: Message, ack: Ack | None = None) -> bool:
+    def offer(self, message: Message, delivery: Delivery | None = None) -> bool:
         waiting = self._waiting.pop(message.correlation_id or "", None)
         if waiting is None or waiting.future.done():
             logger.debug(
@@ -101,10 +104,16 @@ class ReplyInbox(Subscription):
             waiting.future.set_result(message)
         return True
 
-    async def deliver(self, message: Message, ack: Ack | None = None) -> None:
+    def receive(self, data: bytes, source: str, delivery: Delivery | None = None) -> Awaitable[None] | None:
+        message = decode_or_log(data, source)
+        if message is not None:
+            self.offer(message)
+        return None if delivery is None else delivery.ack()
+
+    async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
         self.offer(message)
-        if ack is not None:
-            await ack(True)
+        if delivery is not None:
+            await delivery.ack()
 
     def fail_all(self) -> None:
         """Fail every waiting request because the bus is closing."""

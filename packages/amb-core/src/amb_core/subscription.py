@@ -1,7 +1,9 @@
-"""A subscription: its bounded priority queue, its workers and the calls to its handler.
+"""A subscription: its bounded priority queue, its workers, the calls to its handler and what
+happens to each message afterwards.
 
-Adapters put messages in with `Subscription.deliver`; the bus owns everything after that, so
-priority, TTL, concurrency and error handling are the same on every broker.
+Adapters put messages in with `Subscription.receive` (raw bytes) or `offer`/`deliver` (a
+decoded message); the bus owns everything after that, so priority, TTL, concurrency, error
+handling, retries and dead letters are the same on every broker (docs/semantics.md).
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+from amb_core.delivery import Delivery
+from amb_core.errors import InvalidMessageError
 from amb_core.message import Message, MessagePriority
 from amb_core.topics import compile_pattern
+from amb_core.wire import decode, log_invalid
 
 logger = logging.getLogger("amb")
 
 MessageHandler = Callable[[Message], Awaitable[Any]]
-Ack = Callable[[bool], Awaitable[None]]
-_Entry = tuple[Message, "Ack | None"]
+_Entry = tuple[Message, "Delivery | None"]
+#: How much of a handler's exception a dead letter keeps as its reason.
+_MAX_REASON = 1000
 
 
 class Subscription:
@@ -44,12 +50,14 @@ class Subscription:
         "_maxsize",
         "_queued",
         "_running",
+        "_settling",
         "_space_waiters",
         "_tasks",
         "_urgent_first",
         "concurrency",
         "group",
         "id",
+        "max_attempts",
         "pattern",
     )
 
@@ -65,11 +73,14 @@ class Subscription:
         group: str | None = None,
         concurrency: int = 1,
         queue_size: int = 1024,
+        max_attempts: int = 3,
     ) -> None:
         self.id = id
         self.pattern = pattern
         self.group = group
         self.concurrency = concurrency
+        #: Handler calls a grouped message gets before it is dead-lettered.
+        self.max_attempts = max_attempts
         self._handler = handler
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
@@ -83,6 +94,8 @@ class Subscription:
         self._maxsize = queue_size
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Settlements of invalid envelopes, done beside the queue so they delay nothing.
+        self._settling: set[asyncio.Task[None]] = set()
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._closed = False
@@ -101,17 +114,61 @@ class Subscription:
         """Messages waiting for a free worker."""
         return self._queued
 
-    def offer(self, message: Message, ack: Ack | None = None) -> bool:
-        """Queue ``message`` if there is room and return True; return False when the queue is full."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- putting messages in -----------------------------------------------------------------
+
+    def receive(self, data: bytes, source: str, delivery: Delivery | None = None) -> Awaitable[None] | None:
+        """Decode ``data`` (what arrived on ``source``: a topic, a queue, a stream) and queue it.
+
+        Returns None when that is done, or an awaitable for the caller to await: room in a full
+        queue, which is the backpressure on the adapter's consumer. Bytes that are not a valid
+        envelope never reach the handler and never block: they are logged once, and their
+        ``delivery`` is settled beside the queue (dead-lettered with the reason on a group,
+        acknowledged otherwise).
+        """
+        try:
+            message = decode(data)
+        except InvalidMessageError as error:
+            self.reject(source, error, delivery)
+            return None
+        if self._queued < self._maxsize:
+            self._push(message, delivery)
+            return None
+        return self.deliver(message, delivery)
+
+    def reject(self, source: str, error: InvalidMessageError, delivery: Delivery | None) -> None:
+        """What `receive` does with bytes that are not a valid envelope (for adapters that
+        decode themselves)."""
+        if delivery is None:
+            log_invalid(source, error)
+            return
+        if self.group is not None:
+            log_invalid(source, error, "dead-lettering it")
+            settle = _dead_letter(
+                delivery, str(error)[:_MAX_REASON], f"an invalid message on {source}", quiet=True
+            )
+        else:
+            log_invalid(source, error, "acknowledged it")
+            settle = _settle(delivery.ack(), "acknowledge an invalid message", source)
+        task = self._loop.create_task(settle)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def offer(self, message: Message, delivery: Delivery | None = None) -> bool:
+        """Queue ``message`` if there is room and return True; return False when the queue is
+        full (or the subscription closed): then await `deliver`."""
         if self._queued >= self._maxsize:
             return False
-        self._push(message, ack)
+        self._push(message, delivery)
         return True
 
-    async def deliver(self, message: Message, ack: Ack | None = None) -> None:
+    async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
         """Queue ``message``, waiting while the queue is full (backpressure on the publisher or
-        the adapter's consumer). A message for a closed subscription is dropped unacknowledged,
-        so an at-least-once broker redelivers it."""
+        the adapter's consumer). A message for a closed subscription is released to its broker
+        (unacknowledged, so an at-least-once broker gives it to another member)."""
         while self._queued >= self._maxsize and not self._closed:
             waiter = self._loop.create_future()
             self._space_waiters.append(waiter)
@@ -121,17 +178,19 @@ class Subscription:
                 if not waiter.done():
                     waiter.cancel()
         if not self._closed:
-            self._push(message, ack)
+            self._push(message, delivery)
+        elif delivery is not None:
+            await _settle(delivery.release(), "release", message.id)
 
-    def _push(self, message: Message, ack: Ack | None) -> None:
-        if self._closed:
-            return
-        self._levels[message.priority].append((message, ack))
+    def _push(self, message: Message, delivery: Delivery | None) -> None:
+        self._levels[message.priority].append((message, delivery))
         self._queued += 1
         if self._running < self.concurrency:
             self._running += 1
             # The task is referenced here until it ends (asyncio keeps only weak references).
             self._tasks.add(self._loop.create_task(self._work()))
+
+    # -- handling ----------------------------------------------------------------------------
 
     async def _work(self) -> None:
         levels = self._urgent_first
@@ -141,14 +200,14 @@ class Subscription:
                     for level in levels:
                         if level:
                             break
-                    message, ack = level.popleft()
+                    message, delivery = level.popleft()
                     self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
                     if message.ttl is not None and message.expired(time.time()):
                         logger.debug("dropped expired message %s on %s", message.id, message.topic)
-                        if ack is not None:
-                            await _settle(ack, True, message)
+                        if delivery is not None:
+                            await _settle(delivery.ack(), "acknowledge an expired message", message.id)
                         continue
                     try:
                         if self._handler_is_async:
@@ -157,19 +216,15 @@ class Subscription:
                             result = self._handler(message)
                             if inspect.isawaitable(result):
                                 await result
-                    except Exception:
-                        logger.exception(
-                            "handler %r of subscription %s failed on message %s (topic %s)",
-                            self._handler,
-                            self.id,
-                            message.id,
-                            message.topic,
-                        )
-                        if ack is not None:
-                            await _settle(ack, False, message)
+                    except Exception as error:
+                        await self._failed(message, delivery, error)
                     else:
-                        if ack is not None:
-                            await _settle(ack, True, message)
+                        if delivery is not None and delivery.acknowledges:
+                            # Inline rather than through _settle: one coroutine less per message.
+                            try:
+                                await delivery.ack()
+                            except Exception:
+                                logger.exception("could not acknowledge %s with the broker", message.id)
                 # Give the loop one pass before ending: whoever the handler just woke (a
                 # requester, a waiting publisher) often publishes straight back, and this worker
                 # then takes that message without a new task or an extra loop iteration. It
@@ -186,6 +241,41 @@ class Subscription:
                         waiter.set_result(None)
                 self._idle_waiters.clear()
 
+    async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> None:
+        """The handler raised: log it (one line, with the traceback) and decide what happens to
+        the message. A group retries it up to ``max_attempts`` handler calls, then dead-letters
+        it; an ungrouped subscription (a broadcast) sees each message once."""
+        if delivery is None:
+            attempt, outcome = 1, "not retried (this broker does not redeliver)"
+        else:
+            attempt = delivery.attempt
+            if self.group is None:
+                outcome = "not retried (ungrouped subscriptions see each message once)"
+            elif attempt < self.max_attempts:
+                outcome = "delivering it again"
+            else:
+                outcome = "dead-lettering it"
+        logger.error(
+            "handler %r of %r failed on message %s (topic %s, attempt %d of %d): %s",
+            self._handler,
+            self,
+            message.id,
+            message.topic,
+            attempt,
+            self.max_attempts if self.group is not None else 1,
+            outcome,
+            exc_info=error,
+        )
+        if delivery is None:
+            return
+        if self.group is None:
+            await _settle(delivery.ack(), "acknowledge", message.id)
+        elif attempt < self.max_attempts:
+            await _settle(delivery.retry(), "redeliver", message.id)
+        else:
+            reason = f"handler raised {type(error).__name__}: {error}"[:_MAX_REASON]
+            await _dead_letter(delivery, reason, f"message {message.id} on {message.topic}")
+
     def _wake_one_publisher(self) -> None:
         while self._space_waiters:
             waiter = self._space_waiters.popleft()
@@ -193,20 +283,25 @@ class Subscription:
                 waiter.set_result(None)
                 return
 
+    # -- ending ------------------------------------------------------------------------------
+
     async def drain(self) -> None:
-        """Return once every queued message was handled and no handler is running."""
-        if not self._running and not self._queued:
-            return
-        waiter = self._loop.create_future()
-        self._idle_waiters.append(waiter)
-        await waiter
+        """Return once every queued message was handled, no handler is running and every
+        settlement has been handed to the broker."""
+        if self._running or self._queued:
+            waiter = self._loop.create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+        while self._settling:
+            await asyncio.wait(list(self._settling))
 
     async def close(self, *, cancel: bool) -> int:
-        """Stop taking messages and drop what is queued (unacknowledged, so an at-least-once
+        """Stop taking messages and release what is queued (unacknowledged, so an at-least-once
         broker redelivers it); with ``cancel``, also cancel the handlers still running.
-        Returns how many queued messages were dropped."""
+        Returns how many queued messages were released."""
         self._closed = True
-        dropped = self._queued
+        self._maxsize = -1  # `offer` now always refuses, so messages go through `deliver`
+        dropped = [entry for level in self._levels for entry in level]
         for level in self._levels:
             level.clear()
         self._queued = 0
@@ -214,12 +309,16 @@ class Subscription:
             if not waiter.done():
                 waiter.set_result(None)
         self._space_waiters.clear()
-        if cancel and self._tasks:
-            tasks = list(self._tasks)
+        for message, delivery in dropped:
+            if delivery is not None:
+                await _settle(delivery.release(), "release", message.id)
+        if cancel:
+            tasks = [*self._tasks, *self._settling]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return dropped
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return len(dropped)
 
 
 @types.coroutine
@@ -228,8 +327,25 @@ def _one_loop_pass() -> Generator[None, None, None]:
     yield
 
 
-async def _settle(ack: Ack, ok: bool, message: Message) -> None:
+async def _settle(settlement: Awaitable[None], what: str, about: str) -> None:
     try:
-        await ack(ok)
+        await settlement
     except Exception:
-        logger.exception("could not settle message %s with the broker", message.id)
+        logger.exception("could not %s %s with the broker", what, about)
+
+
+async def _dead_letter(delivery: Delivery, reason: str, about: str, *, quiet: bool = False) -> None:
+    """Dead-letter, and log where to (at DEBUG when ``quiet``: the reason was logged already)."""
+    try:
+        where = await delivery.dead_letter(reason)
+    except Exception:
+        logger.exception("could not dead-letter %s (%s); the broker keeps it", about, reason)
+        return
+    logger.log(
+        logging.DEBUG if quiet else logging.WARNING,
+        "dead-lettered %s to %s after %d attempts: %s",
+        about,
+        where,
+        delivery.attempt,
+        reason,
+    )

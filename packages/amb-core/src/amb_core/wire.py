@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
-from amb_core.errors import InvalidMessageError
+from amb_core.errors import InvalidMessageError, MessageTooLargeError
+from amb_core.logs import throttled
 from amb_core.message import Message, MessagePriority, build_message
 
 logger = logging.getLogger("amb")
@@ -32,8 +33,12 @@ _utc = timezone.utc
 _NORMAL = MessagePriority.NORMAL
 
 
-def encode(message: Message) -> bytes:
-    """The message as wire bytes. The bus has already checked that payload and metadata are JSON."""
+def encode(message: Message, max_size: int | None = None) -> bytes:
+    """The message as wire bytes. The bus has already checked that payload and metadata are JSON.
+
+    With ``max_size`` (the adapter's ``max_message_size``), an envelope longer than that raises
+    `MessageTooLargeError` instead, so nothing the broker would refuse is ever sent.
+    """
     fields = message.__dict__
     envelope = {
         "amb": WIRE_VERSION,
@@ -56,27 +61,37 @@ def encode(message: Message) -> bytes:
         envelope["ttl"] = fields["ttl"]
     if fields["metadata"]:
         envelope["metadata"] = fields["metadata"]
-    return to_json(envelope)
+    data = to_json(envelope)
+    if max_size is not None and len(data) > max_size:
+        raise MessageTooLargeError(
+            f"message {fields['id']} on {fields['topic']} is {len(data)} bytes encoded, over the "
+            f"{max_size} bytes the adapter's broker takes (its max_message_size); nothing was sent"
+        )
+    return data
 
 
 def decode(data: bytes | bytearray | memoryview | str) -> Message:
-    """The message in ``data``; `InvalidMessageError` if it is not an AMB envelope."""
-    raw = data if type(data) is bytes else data.encode() if isinstance(data, str) else bytes(data)
+    """The message in ``data``; `InvalidMessageError`, and nothing else, for anything that is
+    not a valid AMB envelope, whatever the bytes (hostile ones included)."""
+    try:
+        raw = data if type(data) is bytes else data.encode() if isinstance(data, str) else bytes(data)
+    except Exception as error:  # a str with lone surrogates, say
+        raise InvalidMessageError(f"not an AMB envelope: {error}") from None
     if not raw.startswith(_MARK):
         raise InvalidMessageError(f"not an AMB envelope: {raw[:60]!r}")
     try:
         fields = from_json(raw, allow_inf_nan=False)
-    except ValueError as error:
-        raise InvalidMessageError(f"garbled AMB envelope: {error}: {raw[:60]!r}") from error
-    message = _as_written(fields)
-    if message is not None:
-        return message
-    try:
+        message = _as_written(fields)
+        if message is not None:
+            return message
         return Message.model_validate(fields)
     except ValidationError as error:
-        raise InvalidMessageError(
-            f"garbled AMB envelope: {error.errors()[0]['msg']}: {raw[:60]!r}"
-        ) from error
+        reason = error.errors()[0]["msg"]
+    except Exception as error:
+        # Not only ValueError: a timestamp at the edge of the calendar overflows when made
+        # UTC, and a reader must survive whatever a hostile producer writes.
+        reason = f"{type(error).__name__}: {error}"
+    raise InvalidMessageError(f"garbled AMB envelope ({reason[:200]}): {raw[:60]!r}")
 
 
 def _as_written(fields: dict[str, Any]) -> Message | None:
@@ -114,9 +129,24 @@ def _as_written(fields: dict[str, Any]) -> Message | None:
 
 
 def decode_or_log(data: bytes | bytearray | memoryview | str, source: str) -> Message | None:
-    """`decode`, or None after logging a warning that names ``source`` (a topic, a queue)."""
+    """`decode`, or None after logging why (see `log_invalid`)."""
     try:
         return decode(data)
     except InvalidMessageError as error:
-        logger.warning("skipped a message on %s: %s", source, error)
+        log_invalid(source, error)
         return None
+
+
+def log_invalid(source: str, error: InvalidMessageError, outcome: str = "skipped it") -> None:
+    """Log, once, that what arrived on ``source`` (a topic, a queue, a stream) is not a valid
+    envelope, why, and what was done with it. A hostile producer can send floods of these: past
+    a few lines a minute per source they go to DEBUG, and the next WARNING says how many were
+    held back."""
+    throttled(
+        logger,
+        "invalid:" + source,
+        "a message on %s is not a valid AMB envelope (%s); %s",
+        source,
+        error,
+        outcome,
+    )
