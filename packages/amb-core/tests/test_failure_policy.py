@@ -334,3 +334,26 @@ async def test_a_confirmed_publish_kept_at_close_fails_with_bus_closed() -> None
     await bus.disconnect()
     with pytest.raises(BusClosedError):
         await confirmed
+
+
+async def test_a_confirmed_publish_that_gave_up_leaves_the_outbox_clean() -> None:
+    """The only kept message was a confirmed publish that raised (withdrawn): when the broker
+    is back the sender finds nothing to send, and ends without an error (it used to die with
+    IndexError)."""
+    broker = Switchable(outage_timeout=0.2)
+    got = Recorder(timeout=5)
+    async with MessageBus(broker) as bus:
+        await bus.subscribe("events", got)
+        broker.switch_off()
+        with pytest.raises(BrokerUnavailableError):
+            await bus.publish("events", {"n": 0}, wait_for_confirmation=True)
+        assert bus._outbox is not None
+        sender = bus._outbox._sender
+        assert sender is not None
+        broker.switch_on()
+        with anyio.fail_after(5):
+            await asyncio.wait({sender})
+        assert sender.exception() is None
+        await bus.publish("events", {"n": 1})
+        await got.wait_for(1)
+    assert got.payloads == [{"n": 1}]

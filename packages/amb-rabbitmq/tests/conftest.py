@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -173,3 +174,84 @@ def broker_restart() -> Callable[[], Awaitable[None]]:
         await anyio.to_thread.run_sync(restart_rabbitmq)
 
     return restart
+
+
+class Proxy:
+    """Forwards ``127.0.0.1:<port>`` to the broker. `cut` closes every connection and stops
+    listening (connection refused, as for a broker that is down); `restore` listens again on
+    the same port. ``accepted`` counts the connections it took, ``open_connections`` those
+    still open (both ends)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.target_port = host, port
+        self.port = 0
+        self.accepted = 0
+        self.open_connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def url(self, url: str) -> str:
+        """``url`` (credentials and vhost kept) pointed at the proxy."""
+        scheme, _, rest = url.partition("://")
+        credentials, _, address = rest.rpartition("@")
+        path = address.partition("/")[2]
+        at = f"{credentials}@" if credentials else ""
+        return f"{scheme}://{at}127.0.0.1:{self.port}/{path}"
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            broker_reader, broker_writer = await asyncio.open_connection(self.host, self.target_port)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers.update((client_writer, broker_writer))
+        self.open_connections += 1
+        pipes = [
+            asyncio.ensure_future(self._pipe(client_reader, broker_writer)),
+            asyncio.ensure_future(self._pipe(broker_reader, client_writer)),
+        ]
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        for writer in (client_writer, broker_writer):
+            writer.close()
+            self._writers.discard(writer)
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+        self.open_connections -= 1
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+        finally:
+            self._tasks.discard(task)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    """A `Proxy` to the test broker, cut and restored by the test (closed at the end)."""
+    address = urlsplit(URL)
+    running = Proxy(address.hostname or "127.0.0.1", address.port or 5672)
+    await running.restore()
+    yield running
+    await running.cut()

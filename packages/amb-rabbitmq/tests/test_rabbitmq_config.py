@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from amb_core import BrokerUnavailableError, MessageBus
+from amb_core import BrokerUnavailableError, InvalidPayloadError, MessageBus, MessageTooLargeError
 from amb_core.subscription import Subscription
 from amb_rabbitmq import RabbitMQBroker
 from amb_rabbitmq.naming import Names
 from amb_rabbitmq.options import Options
+from conftest import BusFactory, Received
 
 
 def test_the_amqp_schemes_resolve_to_this_adapter(url: str) -> None:
     for scheme_url in (url, url.replace("amqp://", "amqps://", 1)):
         bus = MessageBus.from_url(scheme_url, max_attempts=5)
         assert isinstance(bus.adapter, RabbitMQBroker)
-        assert bus.adapter.options.max_attempts == 5
+        assert bus.adapter.policy.max_attempts == 5
     assert bus.capabilities.priority and bus.capabilities.survives_restart
     assert bus.capabilities.redelivers_failed
 
@@ -47,6 +49,10 @@ def test_the_password_stays_out_of_repr() -> None:
         ({"exchange": "amq.topic"}, ValueError),
         ({"connect_timeout": 0}, ValueError),
         ({"outage_timeout": -1}, ValueError),
+        ({"outage_buffer": 0}, ValueError),
+        ({"max_message_size": 0}, ValueError),
+        ({"max_message_size": 1.5}, ValueError),
+        ({"max_message_size": 2**40}, ValueError),
     ],
     ids=repr,
 )
@@ -56,8 +62,32 @@ def test_bad_options_are_refused(options: dict[str, Any], error: type[Exception]
 
 
 def test_only_amqp_urls_are_accepted() -> None:
-    with pytest.raises(ValueError):
-        RabbitMQBroker("redis://localhost:6379/0")
+    with pytest.raises(ValueError) as refused:
+        RabbitMQBroker("redis://user:s3cret@localhost:6379/0")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_the_policy_options_go_to_amb_core() -> None:
+    broker = RabbitMQBroker(
+        "amqp://localhost/", max_attempts=5, connect_timeout=2, outage_timeout=7, outage_buffer=9, prefetch=3
+    )
+    policy = broker.policy
+    assert (policy.max_attempts, policy.connect_timeout, policy.outage_timeout, policy.outage_buffer) == (
+        5,
+        2,
+        7,
+        9,
+    )
+    assert broker.options.prefetch == 3
+    assert (
+        broker.link is not None and broker.link.name == broker.describe() == "RabbitMQ at amqp://localhost/"
+    )
+
+
+def test_max_message_size_defaults_to_rabbitmqs_own() -> None:
+    # RabbitMQ 3.10's max_message_size is 134217728 bytes (128 MiB) unless configured.
+    assert RabbitMQBroker("amqp://localhost/").max_message_size == 134_217_728
+    assert RabbitMQBroker("amqp://localhost/", max_message_size=1000).max_message_size == 1000
 
 
 def test_prefetch_follows_concurrency_unless_set() -> None:
@@ -97,3 +127,18 @@ async def test_an_unreachable_broker_raises_broker_unavailable() -> None:
         await bus.connect()
     assert isinstance(raised.value, ConnectionError)
     assert not bus.is_connected
+
+
+@pytest.mark.anyio
+async def test_a_message_over_max_message_size_is_refused_before_sending(
+    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+) -> None:
+    bus = await make_bus(max_message_size=1000)
+    got = received()
+    await bus.subscribe(topic, got)
+    for confirm in (False, True):
+        with pytest.raises(MessageTooLargeError) as refused:
+            await bus.publish(topic, {"s": "x" * 1000}, wait_for_confirmation=confirm)
+        assert isinstance(refused.value, InvalidPayloadError) and "1000" in str(refused.value)
+    await bus.publish(topic, {"s": "fits"}, wait_for_confirmation=True)
+    assert [m.payload for m in await got.wait_for(1)] == [{"s": "fits"}]

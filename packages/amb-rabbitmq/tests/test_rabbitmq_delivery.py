@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from amb_core import BrokerUnavailableError, Message
+from amb_core import BrokerRefusedError, Message
 from amb_core.wire import decode
 from conftest import WAIT, Admin, BusFactory, Received
 
@@ -220,8 +220,11 @@ async def test_a_refused_subscription_leaves_the_bus_working(
     # Someone else owns a durable queue by the group's name, without the priority argument.
     channel = await admin.channel()
     await channel.declare_queue(admin.group_queue("taken", topic), durable=True)
-    with pytest.raises(BrokerUnavailableError):
+    # Refused for good (until someone deletes that queue): not a ConnectionError to retry.
+    with pytest.raises(BrokerRefusedError) as refused:
         await bus.subscribe(topic, received(), group="taken")
+    assert not isinstance(refused.value, ConnectionError)
+    assert "inequivalent arg 'x-max-priority'" in str(refused.value)
     got = received()
     await bus.subscribe(topic, got)
     await bus.publish(topic, {"n": 1})

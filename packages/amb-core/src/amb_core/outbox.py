@@ -99,6 +99,7 @@ class Outbox:
             while entries:
                 if not link.up:
                     await link.wait_up(None)
+                    continue  # meanwhile a confirmed publish may have given up and left
                 entry = entries[0]
                 message, future = entry
                 if future is not None and future.done():

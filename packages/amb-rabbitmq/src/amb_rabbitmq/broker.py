@@ -1,10 +1,14 @@
 """`RabbitMQBroker`: the AMB contract mapped onto AMQP 0-9-1 with aio-pika.
 
 The adapter keeps its own registry of subscriptions and, after an outage, opens a fresh
-connection and replays that registry (declare, bind, consume) before publishing resumes. This
-is what aio-pika's robust connection does too, but done here it can follow amb_core's backoff,
-give every consumer its own prefetch again, tell publishers when the broker is back and never
-acknowledge a delivery on a channel that no longer holds it.
+connection and replays that registry (declare, bind, consume) before it reports the link
+restored. This is what aio-pika's robust connection does too, but done here it can follow
+amb_core's backoff, give every consumer its own prefetch again, tell the bus exactly when the
+broker is back (its `Link`) and never acknowledge a delivery on a channel that no longer holds it.
+
+During an outage the adapter does not wait: a publish without a session raises
+`BrokerUnavailableError` at once (after `Link.lost`), and the bus keeps the message and sends it
+once the link is restored (amb_core.outbox).
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
-import aio_pika.exceptions
 import aiormq.exceptions
 from pamqp.commands import Basic
 from yarl import URL
 
 from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError
+from amb_core.errors import AMBError, BrokerUnavailableError
+from amb_core.link import Link
 from amb_core.message import Message
+from amb_core.policy import Policy
 from amb_core.subscription import Subscription
 from amb_core.wire import encode
+from amb_rabbitmq.boundary import CLIENT_ERRORS, Boundary, is_refusal
 from amb_rabbitmq.consumer import Consumer
 from amb_rabbitmq.naming import Names
 from amb_rabbitmq.options import Options
@@ -34,41 +39,47 @@ from amb_rabbitmq.session import Session
 
 logger = logging.getLogger("amb")
 
-#: What a lost or unreachable broker raises from aio-pika and aiormq (asyncio.TimeoutError is
-#: not an OSError before Python 3.11).
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    *aio_pika.exceptions.CONNECTION_EXCEPTIONS,
-    asyncio.TimeoutError,
-)
-
 
 class RabbitMQBroker(BrokerAdapter):
     """The RabbitMQ adapter: ``MessageBus.from_url("amqp://guest:guest@localhost/")``.
 
     Options (keyword arguments, also accepted by ``MessageBus.from_url``): ``exchange``
-    ("amb"), ``max_attempts`` (3), ``prefetch`` (from concurrency), ``persistent`` (True),
-    ``connect_timeout`` (10 s), ``outage_timeout`` (30 s). See the package README.
+    ("amb"), ``prefetch`` (from concurrency), ``persistent`` (True), ``max_message_size``
+    (128 MiB, RabbitMQ's default), and the failure-policy options every adapter takes
+    (``max_attempts``, ``connect_timeout``, ``outage_timeout``, ``outage_buffer``). See the
+    package README.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         priority=True, survives_restart=True, redelivers_failed=True
     )
+    #: Always set (by __init__): this adapter has a connection to report on.
+    link: Link
 
     def __init__(self, url: str = "amqp://guest:guest@localhost/", **options: Any) -> None:
-        scheme = url.partition("://")[0].lower()
-        if scheme not in ("amqp", "amqps"):
-            raise ValueError(f"RabbitMQBroker needs an amqp:// or amqps:// URL, not {url!r}")
+        policy_options = {name: options.pop(name) for name in list(options) if name in Policy.NAMES}
+        super().__init__(**policy_options)
+        try:
+            parsed = URL(url)
+            password = parsed.password
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"RabbitMQBroker needs an amqp:// or amqps:// URL: {error}") from None
+        self._display_url = str(parsed.with_password("***")) if password else url
+        if parsed.scheme.lower() not in ("amqp", "amqps"):
+            raise ValueError(f"RabbitMQBroker needs an amqp:// or amqps:// URL, not {self._display_url!r}")
         self.url = url
         self.options = Options.parse(options)
         self.names = Names(self.options.exchange)
-        parsed = URL(url)
-        self._display_url = str(parsed.with_password("***")) if parsed.password else url
+        self.max_message_size = self.options.max_message_size
+        # As aiormq reads it: the path without its slashes, "/" when there is none.
+        vhost = parsed.path.strip("/") or "/"
+        self.boundary = Boundary(self.describe(), password, vhost)
+        self.link = Link(self.describe())
         self._persistent = self.options.persistent
         self._session: Session | None = None
         self._session_numbers = itertools.count(1)
         self._consumers: dict[str, Consumer] = {}
         self._open = False
-        self._ready: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -78,20 +89,19 @@ class RabbitMQBroker(BrokerAdapter):
     def __repr__(self) -> str:
         return f"<RabbitMQBroker {self._display_url} exchange={self.names.exchange!r}>"
 
+    def describe(self) -> str:
+        return f"RabbitMQ at {self._display_url}"
+
     # ------------------------------------------------------------------ connection
 
     async def connect(self) -> None:
         if self._open:
             return
-        self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        try:
-            async with self._lock:
+        timeout = f"connect_timeout ({self.policy.connect_timeout} s)"
+        async with self._lock:
+            with self.boundary.mapping("the connection", timeout):
                 await self._open_session()
-        except _CONNECTION_ERRORS as error:
-            raise BrokerUnavailableError(
-                f"cannot connect to RabbitMQ at {self._display_url}: {error or type(error).__name__}"
-            ) from error
         self._open = True
 
     async def disconnect(self) -> None:
@@ -102,20 +112,18 @@ class RabbitMQBroker(BrokerAdapter):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._reconnecting = None
         session, self._session = self._session, None
-        if self._ready is not None:
-            self._ready.clear()
         self._consumers.clear()
         unfenced, self._unfenced = self._unfenced, None
         if session is None:
             return
         try:
-            await asyncio.wait_for(session.settle(unfenced is session), self.options.connect_timeout)
-        except _CONNECTION_ERRORS as error:  # asyncio.TimeoutError included
+            await asyncio.wait_for(session.settle(unfenced is session), self.policy.connect_timeout)
+        except CLIENT_ERRORS as error:  # asyncio.TimeoutError included
             logger.warning(
                 "closing: fire-and-forget messages or acknowledgements sent just before may not have"
-                " reached RabbitMQ at %s (%r); unacknowledged messages will be redelivered",
-                self._display_url,
-                error,
+                " reached %s (%s); unacknowledged messages will be redelivered",
+                self.boundary.name,
+                self.boundary.reason(error),
             )
         await session.close()
 
@@ -125,8 +133,9 @@ class RabbitMQBroker(BrokerAdapter):
             next(self._session_numbers),
             self.url,
             self.names,
-            self.options.connect_timeout,
+            self.policy.connect_timeout,
             self._on_lost,
+            self.boundary,
         )
         try:
             for consumer in list(self._consumers.values()):
@@ -140,8 +149,6 @@ class RabbitMQBroker(BrokerAdapter):
         if cancel_callbacks is not None:
             cancel_callbacks.add(self._on_consumer_cancelled)
         self._session = session
-        assert self._ready is not None
-        self._ready.set()
         return session
 
     @staticmethod
@@ -162,66 +169,72 @@ class RabbitMQBroker(BrokerAdapter):
         if session is not self._session or not self._open:
             return
         self._session = None
-        assert self._ready is not None
-        self._ready.clear()
-        logger.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self._display_url, reason)
+        # The Link logs it (once per outage); the details are for DEBUG.
+        logger.debug("RabbitMQ session %d lost: %r", session.number, reason)
+        self.link.lost(self.boundary.reason(reason) if reason is not None else "the connection closed")
         self._spawn(session.close())  # when only a channel died, the connection is still open
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        assert self._lock is not None
-        for failures, delay in enumerate(backoff_delays(), start=1):
-            await asyncio.sleep(delay)
-            if not self._open:
-                return
-            try:
-                async with self._lock:
-                    await self._open_session()
-            except Exception as error:
-                # The first failure and every 20th after it, so a long outage is visible but quiet.
-                level = logging.WARNING if failures % 20 == 1 else logging.DEBUG
-                logger.log(
-                    level, "reconnecting to RabbitMQ at %s failed: %r; retrying", self._display_url, error
-                )
-                continue
-            logger.info(
-                "reconnected to RabbitMQ at %s; %d subscriptions restored",
-                self._display_url,
-                sum(consumer.active for consumer in self._consumers.values()),
-            )
+        session = await self.link.reconnect(self._reconnect_once, keep_going=lambda: self._open)
+        if session is None:
             return
+        logger.debug(
+            "reconnected to %s; %d subscriptions restored",
+            self.boundary.name,
+            sum(consumer.active for consumer in self._consumers.values()),
+        )
+        self.link.restored()
 
-    async def _live_session(self, deadline: float) -> Session:
-        """The current session, waiting for a reconnect until ``deadline`` (loop time)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            session = self._session
-            if session is not None:
-                return session
-            if not self._open or self._ready is None:
-                raise BrokerUnavailableError(f"not connected to RabbitMQ at {self._display_url}")
+    async def _reconnect_once(self) -> Session:
+        assert self._lock is not None
+        timeout = self.policy.connect_timeout
+        async with self._lock:
             try:
-                await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+                # Bounded like connect(): a broker that accepts and never answers must not
+                # stall the reconnect loop.
+                return await asyncio.wait_for(self._open_session(), timeout)
+            except CLIENT_ERRORS as error:
+                # For the Link's lines, which name the broker already: the reason only.
                 raise BrokerUnavailableError(
-                    f"RabbitMQ at {self._display_url} has been unreachable for"
-                    f" {self.options.outage_timeout} s (outage_timeout)"
-                ) from None
-
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.options.outage_timeout
+                    self.boundary.why(error, f"connect_timeout ({timeout} s)")
+                ) from error
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _unavailable(self) -> BrokerUnavailableError:
+        """The error for an operation that needs a connection when there is none."""
+        if not self._open:
+            return BrokerUnavailableError(f"{self.boundary.name}: not connected")
+        self._ensure_lost()
+        return self.link.unavailable()
+
+    def _ensure_lost(self) -> None:
+        # Cannot happen (a session is only dropped through _on_lost), but the bus must never
+        # see "no connection" while the link says up: it would not keep the message.
+        if self.link.up:
+            self.link.lost("the connection is gone")
+
+    def _failed(self, session: Session, error: Exception, doing: str) -> AMBError:
+        """What ``error`` (raised by the client library while ``doing`` something on
+        ``session``) becomes; a broken connection or traffic channel is reported lost first, so
+        that the bus keeps what could not be sent."""
+        translated = self.boundary.error(error, doing)
+        if isinstance(translated, BrokerUnavailableError):
+            logger.debug("%s on RabbitMQ session %d failed: %r", doing, session.number, error)
+            self._on_lost(session, error)
+        return translated
+
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, message: Message, *, confirm: bool) -> None:
-        body = encode(message)
-        topic: str = message.__dict__["topic"]
+        body = encode(message, self.max_message_size)
+        fields = message.__dict__
+        topic: str = fields["topic"]
         properties = properties_for(message, self._persistent)
         exchange = self.names.exchange_for(topic)
         session = self._session
@@ -231,12 +244,14 @@ class RabbitMQBroker(BrokerAdapter):
                 await session.fast.basic_publish(
                     body, exchange=exchange, routing_key=topic, properties=properties, wait=False
                 )
-            except _CONNECTION_ERRORS as error:
-                self._lose(session, error)
+            except CLIENT_ERRORS as error:
+                if session is self._session or self._session is None:
+                    raise self._failed(session, error, f"publishing message {fields['id']}") from error
+                # It failed on a connection already replaced: send it on the new one.
             else:
                 self._unfenced = session
                 return
-        await self._send(body, exchange, topic, properties, confirm, message.id)
+        await self._send(body, exchange, topic, properties, confirm, fields["id"])
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         properties = Basic.Properties(delivery_mode=2 if self._persistent else 1)
@@ -251,13 +266,15 @@ class RabbitMQBroker(BrokerAdapter):
         confirm: bool,
         message_id: str,
     ) -> None:
-        """Publish, riding out an outage: wait for the reconnect (at most ``outage_timeout``)
-        and send again. A message written just before a connection died may so arrive twice;
-        at-least-once is the promise, and a confirmed publish is never reported sent unless
-        the broker said so."""
-        deadline = self._deadline()
+        """Publish on the current session, or raise `BrokerUnavailableError` at once when there
+        is none (the bus keeps the message during an outage). A confirmed publish is reported
+        sent only once the broker said so; one that fails as the connection dies may have
+        reached the broker all the same, and the bus then sends it again (at least once)."""
+        doing = f"publishing message {message_id} on {topic}"
         while True:
-            session = await self._live_session(deadline)
+            session = self._session
+            if session is None:
+                raise self._unavailable()
             try:
                 if not confirm:
                     await session.fast.basic_publish(
@@ -266,42 +283,48 @@ class RabbitMQBroker(BrokerAdapter):
                     self._unfenced = session
                     return
                 if self._unfenced is session:
-                    await session.fence()
+                    # Fire-and-forget messages went out just before: this must not overtake them.
+                    session.start_fence()
                     self._unfenced = None
-                if not await session.publish_confirmed(body, exchange, topic, properties):
-                    logger.warning(
-                        "no queue is bound to topic %s: RabbitMQ dropped confirmed message %s",
-                        topic,
-                        message_id,
-                    )
-                return
+                routed = await session.publish_confirmed(body, exchange, topic, properties)
+                break
             except aiormq.exceptions.DeliveryError as error:
-                raise BrokerUnavailableError(f"RabbitMQ refused message {message_id} on {topic}") from error
-            except _CONNECTION_ERRORS as error:
-                self._lose(session, error)
-
-    def _lose(self, session: Session, error: BaseException) -> None:
-        """A publish failed on ``session``: its traffic channel or connection is broken even if
-        the close notification has not arrived yet."""
-        logger.debug("publishing on RabbitMQ session %d failed: %r", session.number, error)
-        self._on_lost(session, error)
+                # Nacked: the broker could not take it just now (an internal error, a full
+                # queue that rejects publishes); the connection is fine.
+                raise BrokerUnavailableError(
+                    f"{self.boundary.name} refused message {message_id} on {topic} (basic.nack);"
+                    " it was not taken"
+                ) from error
+            except CLIENT_ERRORS as error:
+                failed = self._failed(session, error, doing)
+                if self._session is None or self._session is session:
+                    raise failed from error
+                # It failed on a connection that was replaced meanwhile: send it on the new one.
+        if not routed:
+            logger.warning(
+                "no queue is bound to topic %s: RabbitMQ dropped confirmed message %s", topic, message_id
+            )
 
     # ------------------------------------------------------------------ subscriptions
 
     async def subscribe(self, subscription: Subscription) -> None:
         assert self._lock is not None
-        consumer = Consumer(
-            subscription,
-            self.names,
-            self.options.prefetch_for(subscription.concurrency),
-            self.options.max_attempts,
-        )
+        consumer = Consumer(subscription, self.names, self.options.prefetch_for(subscription.concurrency))
         # Registered first, so that a reconnect from now on restores it too.
         self._consumers[subscription.id] = consumer
-        deadline = self._deadline()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.outage_timeout
         try:
             while True:
-                session = await self._live_session(deadline)
+                session = self._session
+                if session is None:
+                    # The bus waits for the link before subscribing; this covers an outage that
+                    # began since.
+                    if not self._open:
+                        raise self._unavailable()
+                    self._ensure_lost()
+                    await self.link.wait_up(max(0.0, deadline - loop.time()))
+                    continue
                 async with self._lock:
                     if consumer.is_current(session):
                         return  # a reconnect has started it meanwhile
@@ -310,14 +333,11 @@ class RabbitMQBroker(BrokerAdapter):
                     try:
                         await consumer.start(session)
                         return
-                    except aiormq.exceptions.AMQPChannelError as error:
-                        if not session.is_open:
-                            continue
-                        raise BrokerUnavailableError(
-                            f"RabbitMQ refused to set up queue {consumer.queue} for {subscription!r}: {error}"
-                        ) from error
-                    except _CONNECTION_ERRORS as error:
-                        self._lose(session, error)
+                    except CLIENT_ERRORS as error:
+                        doing = f"setting up queue {consumer.queue} for {subscription!r}"
+                        if is_refusal(error) and session.is_open:
+                            raise self.boundary.error(error, doing) from error
+                        self._failed(session, error, doing)
         except BaseException:
             # Failed or cancelled: a consumer the broker may have started already must go too.
             self._consumers.pop(subscription.id, None)
@@ -337,7 +357,7 @@ class RabbitMQBroker(BrokerAdapter):
         """Cancel ``consumer`` and hand back what it received but the bus did not handle."""
         try:
             await consumer.stop()
-        except _CONNECTION_ERRORS as error:  # the connection went, and the consumer with it
+        except CLIENT_ERRORS as error:  # the connection went, and the consumer with it
             logger.debug("cancelling the consumer of queue %s failed: %r", consumer.queue, error)
             return
         if consumer.subscription.is_inbox:

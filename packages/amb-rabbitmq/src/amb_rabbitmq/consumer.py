@@ -1,34 +1,31 @@
-"""One subscription's queue and consumer: declare, bind, consume, acknowledge, retry, dead-letter.
+"""One subscription's queue and consumer: declare, bind, consume, and hand each delivery to the
+bus with a `RabbitMQDelivery` (how the bus's decision is carried out: see delivery.py).
 
-Acknowledgements are manual and sent after the handler (the bus calls ``ack`` once per
-message), so the prefetch limit is also the bound on what the process holds for a subscription:
-the excess waits in the broker, in priority order.
+Acknowledgements are manual and sent after the handler (the bus settles each delivery once),
+so the prefetch limit is also the bound on what the process holds for a subscription: the
+excess waits in the broker, in priority order. Every delivery is settled, whatever its bytes:
+one that is not a valid envelope is logged and acknowledged (ungrouped) or dead-lettered
+(groups) by the bus beside the queue, so a flood of them can never fill the prefetch window.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable
 
 from aiormq.abc import DeliveredMessage
 
+from amb_core.errors import InvalidMessageError
 from amb_core.message import Message
-from amb_core.subscription import Ack, Subscription
-from amb_core.wire import decode_or_log
+from amb_core.subscription import Subscription
+from amb_core.wire import decode
 from amb_rabbitmq.acks import Acknowledger
+from amb_rabbitmq.delivery import RabbitMQDelivery
 from amb_rabbitmq.naming import Names
-from amb_rabbitmq.properties import (
-    ATTEMPT_HEADER,
-    MAX_PRIORITY,
-    QUEUE_HEADER,
-    attempt_of,
-    properties_for_retry,
-)
+from amb_rabbitmq.properties import MAX_PRIORITY, attempt_of
+from amb_rabbitmq.quiet import not_ours
 from amb_rabbitmq.session import Session
-
-logger = logging.getLogger("amb")
 
 
 class Consumer:
@@ -40,41 +37,41 @@ class Consumer:
     """
 
     __slots__ = (
-        "_acks",
         "_backlog",
-        "_channel",
         "_decode",
-        "_max_attempts",
-        "_session",
         "_tag",
-        "_unacked",
+        "acks",
         "active",
         "binding_exchange",
+        "channel",
         "grouped",
         "names",
         "prefetch",
         "queue",
+        "session",
         "subscription",
+        "unacked",
     )
 
-    def __init__(self, subscription: Subscription, names: Names, prefetch: int, max_attempts: int) -> None:
+    def __init__(self, subscription: Subscription, names: Names, prefetch: int) -> None:
         self.subscription = subscription
         self.names = names
         self.queue = names.queue_for(subscription)
         self.binding_exchange = names.exchange_for(subscription.pattern)
         self.grouped = subscription.group is not None and not subscription.is_inbox
         self.prefetch = prefetch
-        self._max_attempts = max_attempts
         self.active = True
-        self._session: Session | None = None
-        self._channel: object = None  # the aiormq channel of the current consumer
-        self._acks: Acknowledger | None = None
-        self._decode: Callable[[bytes, str], Message | None] = decode_or_log
+        #: The session and aiormq channel of the current consumer, and that channel's
+        #: acknowledgements (set by `start`; read by `RabbitMQDelivery`).
+        self.session: Session | None = None
+        self.channel: object = None
+        self.acks: Acknowledger = None  # type: ignore[assignment]  # set by start, before any delivery
+        self._decode: Callable[[bytes], Message] = decode
         self._tag: str | None = None
-        # Delivery tags handed to the bus and not settled yet; released on unsubscribe.
-        self._unacked: set[int] = set()
+        #: Delivery tags handed to the bus and not settled yet; released on unsubscribe.
+        self.unacked: set[int] = set()
         # Messages waiting for room in the subscription's local queue, in arrival order.
-        self._backlog: deque[tuple[Message, Ack]] = deque()
+        self._backlog: deque[tuple[Message, RabbitMQDelivery]] = deque()
 
     @property
     def consumer_tag(self) -> str | None:
@@ -82,7 +79,7 @@ class Consumer:
 
     def is_current(self, session: Session) -> bool:
         """Whether the consumer runs on ``session``."""
-        return self._session is session and self._tag is not None
+        return self.session is session and self._tag is not None
 
     async def start(self, session: Session) -> None:
         """Declare and bind the queue, then consume from it. Once this returns, a message
@@ -100,10 +97,10 @@ class Consumer:
         channel = session.consume
         # Set before consuming: a queue with messages waiting delivers them right after
         # ConsumeOk, possibly before this coroutine resumes.
-        if self._session is not session:  # what was outstanding went with the old connection
-            self._unacked = set()
+        if self.session is not session:  # what was outstanding went with the old connection
+            self.unacked = set()
             self._backlog = deque()
-        self._session, self._channel, self._acks, self._tag = session, channel, session.acks, None
+        self.session, self.channel, self.acks, self._tag = session, channel, session.acks, None
         self._decode = session.decoder.decode
         if inbox:
             # Replies resolve a waiting request at once; nothing to acknowledge or bound.
@@ -117,23 +114,24 @@ class Consumer:
         """Cancel the consumer. The exclusive queue of an ungrouped subscription goes with it
         (auto-delete); a group's queue stays for the other members."""
         self.active = False
-        session, tag = self._session, self._tag
+        session, tag = self.session, self._tag
         if session is None or tag is None or not session.is_open:
             return
         channel = session.consume
-        if channel is self._channel and not channel.is_closed:
+        if channel is self.channel and not channel.is_closed:
             await channel.basic_cancel(tag)
 
     async def release(self) -> None:
         """After `stop`: once the subscription's handlers are done, hand back to the broker what
-        the bus received but never handled (it drops its local queue on unsubscribe), so
-        another member of the group gets it now rather than when this connection closes."""
+        the bus received but never handled (the bus releases what it had queued itself; this
+        covers what arrived while the consumer was being cancelled), so another member of the
+        group gets it now rather than when this connection closes."""
         await asyncio.sleep(0)  # the bus closes the subscription right after `stop` returns
         await self.subscription.drain()
-        session, unacked = self._session, self._unacked
-        if session is None or not unacked or not session.is_open or session.consume is not self._channel:
+        session, unacked = self.session, self.unacked
+        if session is None or not unacked or not session.is_open or session.consume is not self.channel:
             return
-        self._unacked = set()
+        self.unacked = set()
         for tag in sorted(unacked):
             session.acks.nack(tag, requeue=self.grouped)
 
@@ -141,108 +139,38 @@ class Consumer:
 
     async def _on_reply(self, delivered: DeliveredMessage) -> None:
         # Not through the shared decoder: a reply has exactly one recipient.
-        message = decode_or_log(delivered.body, delivered.routing_key or self.queue)
-        if message is not None:
-            self.subscription.offer(message)
+        self.subscription.receive(delivered.body, delivered.routing_key or self.queue)
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
-        channel = delivered.channel
-        if channel is not self._channel:
+        if delivered.channel is not self.channel:
             return  # a straggler from a closed channel: the broker has requeued it
+        not_ours()  # this task goes on into user code (see amb_rabbitmq.quiet)
         tag: int = delivered.delivery_tag  # type: ignore[assignment]  # always set on a delivery
-        acks = self._acks
-        assert acks is not None
-        acks.track(tag)  # first, before any await: see Acknowledger
-        message = self._decode(delivered.body, delivered.routing_key or self.queue)
-        if message is None:
-            # Acknowledged so that it does not come back; decode_or_log has logged it.
-            acks.ack(tag)
+        self.acks.track(tag)  # first, before any await: see Acknowledger
+        properties = delivered.header.properties
+        attempt = attempt_of(properties) if properties.headers else 1
+        try:
+            message = self._decode(delivered.body)
+        except InvalidMessageError as error:
+            # Settled beside the queue (logged, then acknowledged or dead-lettered): never
+            # blocks the deliveries behind it.
+            delivery = RabbitMQDelivery(self, delivered, tag, None, attempt)
+            self.subscription.reject(delivered.routing_key or self.queue, error, delivery)
             return
-        self._unacked.add(tag)
+        self.unacked.add(tag)
         if not self.active:
             return  # arrived while the consumer was being cancelled: `release` requeues it
+        delivery = RabbitMQDelivery(self, delivered, tag, message, attempt)
+        if self._backlog or not self.subscription.offer(message, delivery):
+            await self._wait_for_room(message, delivery)
 
-        async def ack(ok: bool) -> None:
-            await self._settle(delivered, tag, message, ok)
-
-        if self._backlog or not self.subscription.offer(message, ack):
-            await self._wait_for_room(message, ack)
-
-    async def _wait_for_room(self, message: Message, ack: Ack) -> None:
+    async def _wait_for_room(self, message: Message, delivery: RabbitMQDelivery) -> None:
         # Deliveries arrive as separate tasks; a queue of our own keeps them in order while the
         # subscription's local queue is full (only when prefetch exceeds the bus's queue_size).
         backlog = self._backlog
-        backlog.append((message, ack))
+        backlog.append((message, delivery))
         if len(backlog) > 1:
             return  # the task that found the queue full is feeding the backlog
         while backlog:
             await self.subscription.deliver(*backlog[0])
             backlog.popleft()
-
-    async def _settle(self, delivered: DeliveredMessage, tag: int, message: Message, ok: bool) -> None:
-        channel = delivered.channel
-        if channel is not self._channel or channel.is_closed:
-            # The connection was lost since: the broker has already requeued the message.
-            logger.debug(
-                "message %s was settled after its channel closed; the broker redelivers it", message.id
-            )
-            return
-        self._unacked.discard(tag)
-        if ok or not self.grouped:
-            # Ungrouped subscriptions are broadcast signals: each message is seen once.
-            self._acks.ack(tag)  # type: ignore[union-attr]  # set with the channel
-            return
-        await self._retry_or_dead_letter(delivered, tag, message)
-
-    async def _retry_or_dead_letter(self, delivered: DeliveredMessage, tag: int, message: Message) -> None:
-        """Classic queues do not count redeliveries, so attempts travel in a header: the message
-        is published again (to this queue only, through the default exchange) with the next
-        attempt number, or to the dead-letter exchange after the last one, and only then is the
-        original acknowledged. A crash in between yields a duplicate, never a loss."""
-        session = self._session
-        assert session is not None
-        received = delivered.header.properties
-        attempt = attempt_of(received)
-        names = self.names
-        if attempt < self._max_attempts:
-            properties = properties_for_retry(message, received, {ATTEMPT_HEADER: attempt + 1})
-            if properties is None:
-                logger.debug("message %s expired after failed attempt %d", message.id, attempt)
-            elif await session.publish_confirmed(delivered.body, "", self.queue, properties):
-                logger.info(
-                    "message %s failed attempt %d of %d in %s; it will be delivered again",
-                    message.id,
-                    attempt,
-                    self._max_attempts,
-                    self.queue,
-                )
-            else:
-                logger.error("message %s could not be retried: queue %s is gone", message.id, self.queue)
-        else:
-            properties = properties_for_retry(
-                message, received, {ATTEMPT_HEADER: attempt, QUEUE_HEADER: self.queue}, keep_ttl=False
-            )
-            assert properties is not None  # without keep_ttl there is always a result
-            if await session.publish_confirmed(
-                delivered.body, names.dead_letter_exchange, message.topic, properties
-            ):
-                logger.warning(
-                    "message %s on %s failed %d attempts in %s; dead-lettered to exchange %s (queue %s)",
-                    message.id,
-                    message.topic,
-                    attempt,
-                    self.queue,
-                    names.dead_letter_exchange,
-                    names.dead_letter_queue,
-                )
-            else:
-                logger.error(
-                    "message %s on %s failed %d attempts and was dropped: nothing is bound to the"
-                    " dead-letter exchange %s (queue %s was deleted?)",
-                    message.id,
-                    message.topic,
-                    attempt,
-                    names.dead_letter_exchange,
-                    names.dead_letter_queue,
-                )
-        session.acks.ack(tag)

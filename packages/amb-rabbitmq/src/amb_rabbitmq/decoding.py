@@ -10,7 +10,7 @@ one in memory (docs/semantics.md: treat ``msg.payload`` as read-only).
 from __future__ import annotations
 
 from amb_core.message import Message
-from amb_core.wire import decode_or_log
+from amb_core.wire import decode
 
 #: Bodies remembered; copies of one message arrive within a few deliveries of each other.
 _RECENT = 32
@@ -19,24 +19,24 @@ _MAX_BODY = 64 * 1024
 
 
 class SharedDecoder:
-    """`amb_core.wire.decode_or_log` with a small memory of recently decoded bodies."""
+    """`amb_core.wire.decode` with a small memory of recently decoded bodies. What is not a
+    valid envelope raises `InvalidMessageError` each time: each subscription settles its copy."""
 
     __slots__ = ("_recent",)
 
     def __init__(self) -> None:
         self._recent: dict[bytes, Message] = {}
 
-    def decode(self, body: bytes, source: str) -> Message | None:
-        """The message in ``body``, or None (logged) for a foreign or garbled one."""
+    def decode(self, body: bytes) -> Message:
+        """The message in ``body``; `InvalidMessageError` for anything else."""
         if len(body) > _MAX_BODY:
-            return decode_or_log(body, source)
+            return decode(body)
         recent = self._recent
         message = recent.get(body)
         if message is not None:
             return message
-        message = decode_or_log(body, source)
-        if message is not None:
-            if len(recent) >= _RECENT:
-                del recent[next(iter(recent))]
-            recent[body] = message
+        message = decode(body)
+        if len(recent) >= _RECENT:
+            del recent[next(iter(recent))]
+        recent[body] = message
         return message

@@ -1,4 +1,6 @@
-"""The adapter's options (``RabbitMQBroker(url, **options)`` or ``MessageBus.from_url(url, **options)``)."""
+"""The adapter's own options (``RabbitMQBroker(url, **options)`` or ``MessageBus.from_url(url,
+**options)``); the failure-policy ones (``max_attempts``, ``connect_timeout``,
+``outage_timeout``, ``outage_buffer``) are amb-core's `amb_core.policy.Policy`."""
 
 from __future__ import annotations
 
@@ -6,9 +8,17 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from amb_core.policy import Policy
+
 # Room is left for the suffixes the adapter appends (".group.<name>.<pattern>" and the like).
 _EXCHANGE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _MAX_EXCHANGE = 64
+#: RabbitMQ's own default ``max_message_size`` (3.8 to 3.13: 128 MiB, checked against the
+#: launcher's 3.10.8 with ``rabbitmqctl eval 'application:get_env(rabbit, max_message_size).'``).
+#: The broker closes the channel of a publish whose body is larger.
+BROKER_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+#: AMQP's own ceiling on a body size is far higher; RabbitMQ refuses settings above 512 MiB.
+_MAX_MAX_MESSAGE_SIZE = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -18,26 +28,24 @@ class Options:
     #: Name of the durable topic exchange; also the prefix of every queue and exchange the
     #: adapter declares, so two applications on one vhost can keep apart.
     exchange: str = "amb"
-    #: Handler calls a grouped message gets before it is dead-lettered (1 = never retried).
-    max_attempts: int = 3
     #: Unacknowledged messages the broker may push to one subscription; None sizes it from the
     #: subscription's concurrency.
     prefetch: int | None = None
     #: Publish with delivery_mode=2, so messages waiting in a group's durable queue survive a
     #: broker restart. Ungrouped queues are transient either way.
     persistent: bool = True
-    #: Seconds to wait for the broker when connecting.
-    connect_timeout: float = 10.0
-    #: Seconds publish and subscribe wait for the connection to come back during an outage
-    #: before raising BrokerUnavailableError.
-    outage_timeout: float = 30.0
+    #: The largest encoded message (AMQP body) `publish` sends: the broker's ``max_message_size``
+    #: setting, whose default this is. Set it to match a broker configured otherwise.
+    max_message_size: int = BROKER_DEFAULT_MAX_MESSAGE_SIZE
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> Options:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"RabbitMQBroker got unknown options {unknown}; it takes {sorted(known)}")
+            raise TypeError(
+                f"RabbitMQBroker got unknown options {unknown}; it takes {sorted(known | Policy.NAMES)}"
+            )
         parsed = cls(**options)
         parsed._check()
         return parsed
@@ -56,22 +64,17 @@ class Options:
             raise ValueError(
                 f"exchange names starting with 'amq.' are reserved by RabbitMQ: {self.exchange!r}"
             )
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ValueError(f"max_attempts must be a positive int, not {self.max_attempts!r}")
         if self.prefetch is not None and (
             isinstance(self.prefetch, bool)
             or not isinstance(self.prefetch, int)
             or not 0 < self.prefetch < 65536
         ):
             raise ValueError(f"prefetch must be an int from 1 to 65535 or None, not {self.prefetch!r}")
-        for name in ("connect_timeout", "outage_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        size = self.max_message_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= _MAX_MAX_MESSAGE_SIZE:
+            raise ValueError(
+                f"max_message_size must be an int from 1 to {_MAX_MAX_MESSAGE_SIZE} bytes, not {size!r}"
+            )
 
     def prefetch_for(self, concurrency: int) -> int:
         """How many unacknowledged messages the broker may push to one subscription.

@@ -9,7 +9,8 @@ only let RabbitMQ act on what it understands natively:
 - ``message_id``: the AMB id (aiormq also uses it to match a returned, unroutable message);
 - ``content_type``: `amb_core.wire.CONTENT_TYPE`;
 - header ``x-amb-attempt``: on a retried grouped message, the number of the coming attempt;
-  a dead-lettered message also carries ``x-amb-queue`` (the queue it failed in).
+  a dead letter carries the number of attempts made, ``x-amb-queue`` (the queue it failed in)
+  and ``x-amb-reason`` (why: the handler's exception, or why the bytes are not an envelope).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from amb_core.wire import CONTENT_TYPE
 MAX_PRIORITY = 3
 ATTEMPT_HEADER = "x-amb-attempt"
 QUEUE_HEADER = "x-amb-queue"
+REASON_HEADER = "x-amb-reason"
 
 _Properties = Basic.Properties
 _PERSISTENT = 2
@@ -50,13 +52,14 @@ def properties_for(message: Message, persistent: bool) -> Basic.Properties:
 
 
 def properties_for_retry(
-    message: Message, received: Basic.Properties, headers: dict[str, Any], *, keep_ttl: bool = True
+    message: Message | None, received: Basic.Properties, headers: dict[str, Any], *, keep_ttl: bool = True
 ) -> Basic.Properties | None:
-    """The properties of ``message`` sent again with ``headers``: with what is left of its ttl,
-    or None if nothing is (the bus would drop it unhandled anyway); without ``keep_ttl`` (a
-    dead letter, kept for inspection) it never expires."""
+    """The properties of ``message`` (None: bytes that were not an envelope) sent again with
+    ``headers``: with what is left of its ttl, or None if nothing is (the bus would drop it
+    unhandled anyway); without ``keep_ttl`` (a dead letter, kept for inspection) it never
+    expires."""
     expiration = None
-    if keep_ttl and message.ttl is not None:
+    if keep_ttl and message is not None and message.ttl is not None:
         remaining = message.timestamp.timestamp() + message.ttl - time.time()
         if remaining <= 0:
             return None

@@ -9,7 +9,10 @@ Channels, each with one job:
 - ``setup``: declarations and bindings. A refused declaration closes only this channel, which
   is reopened on next use, so a bad subscribe never disturbs traffic.
 - ``confirmed``: publisher confirms. `wait_for_confirmation=True` publishes, retries and
-  dead-letters go here and wait for the broker's ack.
+  dead-letters go here and wait for the broker's ack. Each runs as a task of its own that the
+  caller awaits through `asyncio.shield`: the bus gives up on a confirmed publish after
+  ``outage_timeout`` (it cancels it), and cancelling aiormq in the middle of a publish or of
+  the fence's RPC would close the channel or leave a confirmation dangling.
 - ``fast``: no confirms. Fire-and-forget publishes go here: writing the frame is the whole cost.
 - ``consume``: every subscription's consumer, each with its own prefetch (``basic.qos`` before
   each ``basic.consume`` applies to that consumer only), and their acknowledgements, which
@@ -18,6 +21,7 @@ Channels, each with one job:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import cast
@@ -28,8 +32,10 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from amb_rabbitmq.acks import Acknowledger
+from amb_rabbitmq.boundary import Boundary
 from amb_rabbitmq.decoding import SharedDecoder
 from amb_rabbitmq.naming import Names
+from amb_rabbitmq.quiet import ours
 
 logger = logging.getLogger("amb")
 
@@ -37,15 +43,23 @@ logger = logging.getLogger("amb")
 #: one of its traffic channels was closed by the broker.
 LostCallback = Callable[["Session", "BaseException | None"], None]
 
+#: Connections being closed after a failed or cancelled `Session.open`, and connection attempts
+#: given up on (closed once they end), referenced until done.
+_closing: set[asyncio.Task[None]] = set()
+_pending: set[asyncio.Task[AbstractConnection]] = set()
+
 
 class Session:
     """An open connection with its four channels and the topology declared."""
 
     __slots__ = (
         "_closing",
+        "_fence",
+        "_loop",
         "_on_lost",
         "_setup",
         "acks",
+        "boundary",
         "confirmed",
         "connection",
         "consume",
@@ -65,6 +79,7 @@ class Session:
         consume: aiormq.Channel,
         names: Names,
         on_lost: LostCallback,
+        boundary: Boundary,
     ) -> None:
         self.number = number
         self.connection = connection
@@ -75,17 +90,44 @@ class Session:
         self.acks = Acknowledger(consume)
         self.decoder = SharedDecoder()
         self.names = names
+        self.boundary = boundary
         self._on_lost = on_lost
         self._closing = False
+        self._loop = asyncio.get_running_loop()
+        #: The RPC that fences the ``fast`` channel, shared by the confirmed publishes that
+        #: must wait for it (see `start_fence`).
+        self._fence: asyncio.Task[object] | None = None
 
     @classmethod
     async def open(
-        cls, number: int, url: str, names: Names, timeout: float, on_lost: LostCallback
+        cls, number: int, url: str, names: Names, timeout: float, on_lost: LostCallback, boundary: Boundary
     ) -> Session:
-        """Connect, open the channels and declare the exchanges and the dead-letter queue."""
-        connection = await aio_pika.connect(
-            url, timeout=timeout, client_properties={"connection_name": f"amb ({names.prefix})"}
-        )
+        """Connect, open the channels and declare the exchanges and the dead-letter queue.
+
+        Raises what the client library raises (the caller maps it through ``boundary``). Failed
+        or cancelled (the bus bounds `connect` by ``connect_timeout``), it leaves no connection
+        open: what was opened is closed in a task of its own, which a cancellation cannot stop.
+        """
+        loop = asyncio.get_running_loop()
+        # Everything aiormq starts for this connection inherits the mark (see quiet.py).
+        with ours(boundary):
+            # In a task of its own, never cancelled: aiormq cancelled halfway through its
+            # handshake can leave the socket open. Given up on, it ends by its own ``timeout``
+            # and what it opened is closed then.
+            connecting = loop.create_task(
+                aio_pika.connect(
+                    url, timeout=timeout, client_properties={"connection_name": f"amb ({names.prefix})"}
+                )
+            )
+        try:
+            connection = await asyncio.shield(connecting)
+        except BaseException:
+            if connecting.done():  # it may have connected just as this was cancelled
+                _close_if_connected(connecting)
+            else:
+                _pending.add(connecting)  # asyncio keeps only a weak reference to a task
+                connecting.add_done_callback(_close_if_connected)
+            raise
         try:
             setup = await connection.channel(publisher_confirms=False)
             traffic = [
@@ -96,10 +138,10 @@ class Session:
             confirmed, fast, consume = [
                 cast(aiormq.Channel, await channel.get_underlay_channel()) for channel in traffic
             ]
-            session = cls(number, connection, setup, confirmed, fast, consume, names, on_lost)
+            session = cls(number, connection, setup, confirmed, fast, consume, names, on_lost, boundary)
             await session._declare_topology()
         except BaseException:
-            await connection.close()
+            await asyncio.shield(_close_in_background(connection))  # a cancellation goes on; the close too
             raise
         connection.close_callbacks.add(session._closed)
         for channel in traffic:
@@ -129,13 +171,16 @@ class Session:
             await self._setup.reopen()
         return self._setup
 
-    async def fence(self) -> None:
-        """Return once the broker has routed every publish made so far on the ``fast`` channel.
+    def start_fence(self) -> None:
+        """Make the confirmed publishes from now on wait until the broker has routed every
+        publish made so far on the ``fast`` channel.
 
         A synchronous method is answered only after the channel has handled every frame before
         it, so a confirmed publish made after this cannot overtake an earlier fire-and-forget one.
         """
-        await self.fast.basic_qos(prefetch_count=0)
+        fence = self._loop.create_task(self.fast.basic_qos(prefetch_count=0))
+        fence.add_done_callback(_retrieve)
+        self._fence = fence
 
     async def settle(self, fire_and_forget: bool) -> None:
         """Before closing: make sure the broker has taken the acknowledgements decided so far
@@ -144,15 +189,32 @@ class Session:
         await self.acks.send_all()
         await self.consume.basic_qos(prefetch_count=0)  # answered after the acks before it
         if fire_and_forget:
-            await self.fence()
+            self.start_fence()
+        if self._fence is not None:
+            await asyncio.wait((self._fence,))
 
     async def publish_confirmed(
         self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
     ) -> bool:
         """Publish on the confirmed channel and wait for the broker; False if no queue took it.
 
-        Raises `aiormq.exceptions.DeliveryError` when the broker refused (nacked) the message.
+        Safe to cancel: the publish goes on in its own task (see the module docstring). Raises
+        `aiormq.exceptions.DeliveryError` when the broker refused (nacked) the message.
         """
+        publishing = self._loop.create_task(self._publish_confirmed(body, exchange, routing_key, properties))
+        return await asyncio.shield(publishing)
+
+    async def _publish_confirmed(
+        self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
+    ) -> bool:
+        fence = self._fence
+        if fence is not None:
+            if not fence.done():
+                await asyncio.wait((fence,))  # shared with the other confirmed publishes
+            if self._fence is fence:
+                self._fence = None
+            if fence.cancelled() or fence.exception() is not None:
+                raise aiormq.exceptions.ChannelInvalidStateError("the fire-and-forget channel closed")
         result = await self.confirmed.basic_publish(
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=True
         )
@@ -168,3 +230,32 @@ class Session:
             await self.connection.close()
         except Exception:  # already broken: nothing left to release
             logger.debug("closing the RabbitMQ connection failed", exc_info=True)
+
+
+def _close_in_background(connection: AbstractConnection) -> asyncio.Task[None]:
+    closing = asyncio.get_running_loop().create_task(_close(connection))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    return closing
+
+
+def _close_if_connected(connecting: asyncio.Task[AbstractConnection]) -> None:
+    """Close what a connection attempt that nobody waits for any more opened."""
+    _pending.discard(connecting)
+    if connecting.cancelled():
+        return
+    if connecting.exception() is None:
+        _close_in_background(connecting.result())
+
+
+async def _close(connection: AbstractConnection) -> None:
+    try:
+        await connection.close()
+    except Exception:  # already broken: nothing left to release
+        logger.debug("closing a RabbitMQ connection that failed to open failed", exc_info=True)
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """Mark a fence's failure as seen: the confirmed publishes that needed it report it."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,154 @@
+"""Outages (issue 11, problems 7 and 12), made with a proxy that the test cuts: the adapter reports
+them on its `Link` and never waits itself; the bus keeps what is published meanwhile and sends
+it, in order, once the link is restored, which is only once every subscription is back; and the
+whole outage reads as two WARNING lines, none from the client libraries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from amb_core import BrokerUnavailableError, Message, MessageBus
+from amb_core.link import Link
+from amb_rabbitmq import RabbitMQBroker
+from conftest import URL, WAIT, Admin, BusFactory, Proxy, Received
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def behind_proxy(proxy: Proxy, prefix: str, admin: Admin) -> AsyncIterator[Callable[..., MessageBus]]:
+    """Buses whose connection goes through ``proxy`` (connected by the test, closed at the end)."""
+    buses: list[MessageBus] = []
+
+    def make(**options: object) -> MessageBus:
+        bus = MessageBus(RabbitMQBroker(proxy.url(URL), exchange=prefix, **options))
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        await bus.disconnect()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(WAIT):
+        while not condition():  # noqa: ASYNC110 - the link has no event to await from outside
+            await anyio.sleep(0.01)
+
+
+def _link(bus: MessageBus) -> Link:
+    link = bus.adapter.link
+    assert link is not None
+    return link
+
+
+async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
+    make_bus: BusFactory,
+    behind_proxy: Callable[..., MessageBus],
+    proxy: Proxy,
+    admin: Admin,
+    topic: str,
+    received: Callable[[], Received],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    subscriber = await make_bus()  # straight to the broker: it sees no outage
+    admin.group_queue("workers", topic)
+    grouped, own, later = received(), received(), received()
+    await subscriber.subscribe(topic, grouped, group="workers")
+    bus = behind_proxy(outage_timeout=60)
+    await bus.connect()
+    await bus.subscribe(topic, own)
+    await bus.publish(topic, {"n": -1}, wait_for_confirmation=True)
+    await grouped.wait_for(1)
+    await own.wait_for(1)
+    link = _link(bus)
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="amb")  # to count the reconnect attempts
+
+    await proxy.cut()
+    await _until(lambda: not link.up)
+    with anyio.fail_after(5):  # at once: no waiting out the outage in the adapter
+        with pytest.raises(BrokerUnavailableError):
+            await bus.adapter.publish(
+                Message(id="direct", topic=topic, payload={"n": "direct"}), confirm=False
+            )
+        for n in range(50):  # kept by the bus, in order
+            await bus.publish(topic, {"n": n})
+    subscribing = asyncio.ensure_future(bus.subscribe(f"{topic}.later", later))
+    confirming = asyncio.ensure_future(bus.publish(topic, {"n": 50}, wait_for_confirmation=True))
+    # Let the outage last several reconnect attempts: each used to log an ERROR of aiormq's.
+    await _until(lambda: sum("still unreachable" in r.getMessage() for r in caplog.records) >= 6)
+    assert not subscribing.done() and not confirming.done()
+
+    await proxy.restore()
+    await _until(lambda: link.up)
+    # Restored means restored: the ungrouped queue (recreated) is there already.
+    await bus.publish(topic, {"n": 51}, wait_for_confirmation=True)
+    with anyio.fail_after(WAIT):
+        await subscribing
+        await confirming
+    for record in (grouped, own):
+        await record.wait_for(1 + 52)
+        kept = list(dict.fromkeys(m.payload["n"] for m in record.messages[1:]))
+        assert kept == list(range(52)), kept
+    await bus.publish(f"{topic}.later", {"later": True})
+    assert (await later.wait_for(1))[0].payload == {"later": True}
+
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in loud] == ["amb", "amb"], [f"{r.name}: {r.getMessage()}" for r in loud]
+    lost, back = (r.getMessage() for r in loud)
+    assert lost.startswith("lost the connection to RabbitMQ at amqp://guest:***@127.0.0.1:")
+    assert "is back after" in back
+
+
+async def test_a_confirmed_publish_gives_up_after_outage_timeout_and_the_bus_recovers(
+    behind_proxy: Callable[..., MessageBus], proxy: Proxy, topic: str, received: Callable[[], Received]
+) -> None:
+    bus = behind_proxy(outage_timeout=1)
+    await bus.connect()
+    got = received()
+    await bus.subscribe(topic, got)
+    link = _link(bus)
+    await proxy.cut()
+    await _until(lambda: not link.up)
+    await bus.publish(topic, {"n": 0})  # kept
+    with anyio.fail_after(1 + 5):
+        with pytest.raises(BrokerUnavailableError) as raised:
+            await bus.publish(topic, {"n": "never"}, wait_for_confirmation=True)
+    assert "RabbitMQ at amqp://guest:***@" in str(raised.value)
+    await proxy.restore()
+    await _until(lambda: link.up)
+    await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    assert [m.payload for m in await got.wait_for(2)] == [{"n": 0}, {"n": 1}]
+
+
+async def test_cancelled_confirmed_publishes_spoil_nothing(
+    make_bus: BusFactory, topic: str, received: Callable[[], Received], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The bus cancels a confirmed publish after outage_timeout. Cancelled at every point (in
+    # the fence behind fire-and-forget messages, in the publish, waiting for the confirm), it
+    # must neither break the connection nor reorder or lose the fire-and-forget messages.
+    bus = await make_bus()
+    got = received()
+    await bus.subscribe(topic, got)
+    for n in range(100):
+        await bus.publish(topic, {"n": n})
+        confirming = asyncio.ensure_future(bus.publish(topic, {"c": n}, wait_for_confirmation=True))
+        for _ in range(n % 7):
+            await asyncio.sleep(0)
+        confirming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await confirming
+    await bus.publish(topic, {"last": True}, wait_for_confirmation=True)
+    with anyio.fail_after(WAIT):
+        while not any(m.payload.get("last") for m in got.messages):
+            await got.wait_for(len(got.messages) + 1)
+    assert [m.payload["n"] for m in got.messages if "n" in m.payload] == list(range(100))
+    assert _link(bus).up
+    assert not any("lost the connection" in r.getMessage() for r in caplog.records)
