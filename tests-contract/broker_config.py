@@ -129,11 +129,12 @@ class KafkaConfig(BrokerConfig):
         await consumer.start()
         seen = []
         try:
-            if dead_letter_topic not in await consumer.topics():
+            # A fresh metadata request: the consumer's own metadata lists only what it follows.
+            metadata = await consumer._client.fetch_all_metadata()
+            ids = metadata.partitions_for_topic(dead_letter_topic)
+            if not ids:
                 return []
-            partitions = [
-                TopicPartition(dead_letter_topic, p) for p in consumer.partitions_for_topic(dead_letter_topic)
-            ]
+            partitions = [TopicPartition(dead_letter_topic, p) for p in ids]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)

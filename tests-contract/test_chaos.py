@@ -211,7 +211,12 @@ async def _probe_until_received(bus: MessageBus, topic: str, *recorders: Receive
         probe = 0
         while True:
             probe += 1
-            await bus.publish(topic, {"probe": probe}, wait_for_confirmation=True)
+            try:
+                await bus.publish(topic, {"probe": probe}, wait_for_confirmation=True)
+            except ConnectionError:
+                # This bus may still be reconnecting (each bus retries on its own backoff).
+                await anyio.sleep(0.5)
+                continue
             with anyio.move_on_after(1):
                 for recorder, seen in zip(recorders, before, strict=True):
                     await recorder.wait_for(seen + 1)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
@@ -15,6 +20,7 @@ from amb_core.testing import Recorder
 from amb_kafka.config import bootstrap_servers
 
 URL = os.environ.get("AMB_KAFKA_URL", "kafka://127.0.0.1:9092")
+ROOT = Path(__file__).resolve().parents[3]
 BOOTSTRAP = ",".join(bootstrap_servers(URL))
 WAIT = 30.0
 
@@ -61,3 +67,40 @@ class Received(Recorder):
 
     def __init__(self) -> None:
         super().__init__(timeout=WAIT)
+
+
+def _launcher(action: str) -> None:
+    """``scripts/services.py <action> kafka``; ``AMB_<ACTION>_CMD`` (``AMB_STOP_CMD``,
+    ``AMB_START_CMD``) overrides it for a Kafka the launcher does not run, as in tests-contract."""
+    command = os.environ.get(f"AMB_{action.upper()}_CMD")
+    verb = {"stop": "down", "start": "up"}[action]
+    args = (
+        shlex.split(command)
+        if command
+        else [sys.executable, str(ROOT / "scripts" / "services.py"), verb, "kafka"]
+    )
+    subprocess.run(args, check=True, timeout=300, stdout=subprocess.DEVNULL)
+
+
+class KafkaProcess:
+    """The broker as a process a test stops and starts again."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def stop(self) -> None:
+        self.down = True
+        await anyio.to_thread.run_sync(_launcher, "stop")
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(_launcher, "start")
+        self.down = False
+
+
+@pytest.fixture
+async def kafka_process() -> AsyncIterator[KafkaProcess]:
+    """Whatever the test did, Kafka is up afterwards."""
+    process = KafkaProcess()
+    yield process
+    if process.down:
+        await process.start()

@@ -33,10 +33,11 @@ def test_a_bad_url_is_refused(bad: str) -> None:
 
 
 def test_the_bus_finds_the_adapter_by_scheme() -> None:
-    bus = MessageBus.from_url("kafka://h1:9092,h2:9092", max_attempts=5)
+    bus = MessageBus.from_url("kafka://h1:9092,h2:9092", max_attempts=5, outage_timeout=7)
     assert isinstance(bus.adapter, KafkaBroker)
     assert bus.adapter.bootstrap_servers == ["h1:9092", "h2:9092"]
-    assert bus.adapter.max_attempts == 5
+    assert bus.policy.max_attempts == 5
+    assert bus.policy.outage_timeout == 7
     assert bus.capabilities.redelivers_failed
 
 
@@ -88,9 +89,10 @@ def test_unknown_or_reserved_options_are_refused(options: dict[str, object]) -> 
         KafkaBroker("h:1", **options)  # type: ignore[arg-type]
 
 
-def test_max_attempts_must_be_positive() -> None:
+@pytest.mark.parametrize("option", ["max_attempts", "connect_timeout", "outage_timeout", "outage_buffer"])
+def test_policy_options_must_be_positive(option: str) -> None:
     with pytest.raises(ValueError):
-        KafkaBroker("h:1", max_attempts=0)
+        KafkaBroker("h:1", **{option: 0})  # type: ignore[arg-type]
 
 
 def test_names() -> None:

@@ -3,6 +3,7 @@ retries and dead letters, topic discovery, and the reply inbox's lifetime."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -112,6 +113,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_m
     assert headers["amb-dlq-group"] == f"workers.{topic}".encode()
     assert headers["amb-dlq-attempts"] == b"2"
     assert headers["amb-dlq-offset"] == b"0"
+    assert headers["amb-dlq-reason"] == b"handler raised RuntimeError: always fails"
 
 
 async def test_a_group_resumes_from_its_last_commit(make_bus: BusFactory, topic: str) -> None:
@@ -243,8 +245,6 @@ async def test_connecting_to_nothing_is_a_connection_error() -> None:
 
 
 async def test_a_producer_that_died_is_replaced(make_bus: BusFactory, topic: str) -> None:
-    import asyncio
-
     bus = await make_bus()
     adapter = bus.adapter
     assert isinstance(adapter, KafkaBroker)
@@ -254,8 +254,8 @@ async def test_a_producer_that_died_is_replaced(make_bus: BusFactory, topic: str
     failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     failure.set_exception(RuntimeError("the sender task crashed"))
     adapter._producer_ended(dead, failure)  # what the sender task's done-callback reports
-    assert adapter._revival is not None
-    await adapter._revival
+    assert adapter._renewal is not None
+    await adapter._renewal
     assert adapter._producer is not dead
     await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
     assert [m.payload for m in await got.wait_for(1)] == [{"n": 1}]

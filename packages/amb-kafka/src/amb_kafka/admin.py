@@ -11,15 +11,32 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
     ConfigResource,
     ConfigResourceType,
 )
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import for_code  # type: ignore[import-untyped]
 
-from amb_core.errors import BrokerUnavailableError
+from amb_core.backoff import backoff_delays
+from amb_kafka.boundary import MAPPED, Boundary
 
 logger = logging.getLogger("amb")
 
 _NO_ERROR = 0
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
+#: What a describe_configs request may end in when the broker will not (or cannot) say.
+_DESCRIBE_FAILED: tuple[type[BaseException], ...] = (*MAPPED, ValueError, IndexError, TypeError)
+#: Kafka's own default of ``message.max.bytes`` (1 MiB plus the 12 bytes of a log entry header).
+DEFAULT_MESSAGE_MAX_BYTES = 1_048_588
+
+
+class BrokerSettings:
+    """What the adapter reads of the broker's configuration once, at connect."""
+
+    __slots__ = ("message_max_bytes", "num_partitions", "replication_factor")
+
+    def __init__(self, num_partitions: int, replication_factor: int, message_max_bytes: int) -> None:
+        self.num_partitions = num_partitions
+        self.replication_factor = replication_factor
+        #: The largest record batch the broker takes (``message.max.bytes``).
+        self.message_max_bytes = message_max_bytes
 
 
 class TopicAdmin:
@@ -31,16 +48,34 @@ class TopicAdmin:
     """
 
     def __init__(
-        self, options: dict[str, Any], num_partitions: int | None, replication_factor: int | None
+        self,
+        options: dict[str, Any],
+        num_partitions: int | None,
+        replication_factor: int | None,
+        boundary: Boundary,
     ) -> None:
         self._client = AIOKafkaAdminClient(**options)
         self._num_partitions = num_partitions
         self._replication_factor = replication_factor
-        self._defaults: tuple[int, int] | None = None
+        self._boundary = boundary
+        self._settings: BrokerSettings | None = None
         self._creating: dict[str, asyncio.Task[bool]] = {}
 
+    @property
+    def client(self) -> Any:
+        """The admin's `AIOKafkaClient` (to watch its connections)."""
+        return self._client._client
+
     async def start(self) -> None:
-        await self._client.start()
+        """Connect and read the broker's settings (`settings`)."""
+        with self._boundary("connecting"):
+            await self._client.start()
+        self._settings = await self._broker_settings()
+
+    @property
+    def settings(self) -> BrokerSettings:
+        assert self._settings is not None, "start() first"
+        return self._settings
 
     async def close(self) -> None:
         for task in self._creating.values():
@@ -49,8 +84,19 @@ class TopicAdmin:
 
     async def topic_partitions(self) -> dict[str, int]:
         """Every topic of the cluster that is not Kafka's own, with its partition count."""
-        cluster = await self._client._client.fetch_all_metadata()
+        with self._boundary("listing topics"):
+            cluster = await self._client._client.fetch_all_metadata()
         return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
+
+    async def partition_count(self, topic: str) -> int:
+        """The partition count of ``topic`` (which exists), waiting out the moment a new topic
+        has no metadata yet."""
+        for delay in backoff_delays(0.02, 0.5):
+            count = (await self.topic_partitions()).get(topic, 0)
+            if count:
+                return count
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def exists(self, topic: str) -> bool:
         """Whether ``topic`` exists, asked without letting the broker auto-create it."""
@@ -67,59 +113,81 @@ class TopicAdmin:
         return await asyncio.shield(task)
 
     async def _create(self, topic: str, partitions: int | None) -> bool:
-        default_partitions, replication = await self._topic_defaults()
-        new_topic = NewTopic(topic, partitions or default_partitions, replication)
-        try:
+        settings = self.settings
+        new_topic = NewTopic(
+            topic,
+            partitions or self._num_partitions or settings.num_partitions,
+            self._replication_factor or settings.replication_factor,
+        )
+        doing = f"creating topic {topic!r}"
+        with self._boundary(doing):
             response = await self._client.create_topics([new_topic])
-        except KafkaError as error:
-            raise BrokerUnavailableError(f"could not create Kafka topic {topic!r}: {error}") from error
         for entry in response.topic_errors:
             code, message = entry[1], (entry[2] if len(entry) > 2 else None)
             if code == _TOPIC_ALREADY_EXISTS:
                 return False
             if code != _NO_ERROR:
-                raise BrokerUnavailableError(
-                    f"Kafka refused to create topic {topic!r}: error {code} {message or ''}".rstrip()
-                )
+                raise self._boundary.error(for_code(code)(message or ""), doing)
         logger.debug("created Kafka topic %s", topic)
         return True
 
     async def delete(self, topic: str) -> None:
         """Delete ``topic``; one that is already gone is fine."""
         try:
-            response = await self._client.delete_topics([topic])
-        except KafkaError as error:
-            logger.warning("could not delete Kafka topic %s: %s", topic, error)
+            with self._boundary(f"deleting topic {topic!r}"):
+                response = await self._client.delete_topics([topic])
+        except MAPPED as error:
+            logger.warning("%s", error)
             return
         for entry in response.topic_error_codes:
             if entry[1] not in (_NO_ERROR, _UNKNOWN_TOPIC):
                 logger.warning("Kafka did not delete topic %s: error %s", topic, entry[1])
 
-    async def _topic_defaults(self) -> tuple[int, int]:
-        if self._num_partitions is not None and self._replication_factor is not None:
-            return self._num_partitions, self._replication_factor
-        if self._defaults is None:
-            self._defaults = await self._broker_defaults()
-        return (
-            self._num_partitions or self._defaults[0],
-            self._replication_factor or self._defaults[1],
-        )
+    async def max_message_bytes(self, topic: str) -> int | None:
+        """The topic's ``max.message.bytes``; None when the broker will not say."""
+        values = await self._describe(ConfigResourceType.TOPIC, topic, "max.message.bytes")
+        try:
+            return int(values["max.message.bytes"])
+        except (KeyError, ValueError, TypeError):
+            return None
 
-    async def _broker_defaults(self) -> tuple[int, int]:
-        """The broker's ``num.partitions`` and ``default.replication.factor`` (1 and at most 3
-        when the broker will not say, e.g. without DescribeConfigs permission)."""
+    async def _broker_settings(self) -> BrokerSettings:
+        """The broker's ``num.partitions``, ``default.replication.factor`` and
+        ``message.max.bytes`` (Kafka's defaults, with a replication factor of at most 3, when
+        the broker will not say, e.g. without DescribeConfigs permission)."""
         brokers = self._client._client.cluster.brokers()
-        fallback = (1, min(3, max(1, len(brokers))))
+        fallback = BrokerSettings(1, min(3, max(1, len(brokers))), DEFAULT_MESSAGE_MAX_BYTES)
         if not brokers:
             return fallback
         broker = str(min(node.nodeId for node in brokers))
-        wanted = {"num.partitions": None, "default.replication.factor": None}
+        values = await self._describe(
+            ConfigResourceType.BROKER,
+            broker,
+            "num.partitions",
+            "default.replication.factor",
+            "message.max.bytes",
+        )
+
+        def read(name: str, default: int) -> int:
+            try:
+                return int(values[name])
+            except (KeyError, ValueError, TypeError):
+                logger.debug("the broker did not say its %s; using %s", name, default)
+                return default
+
+        return BrokerSettings(
+            read("num.partitions", fallback.num_partitions),
+            read("default.replication.factor", fallback.replication_factor),
+            read("message.max.bytes", fallback.message_max_bytes),
+        )
+
+    async def _describe(self, kind: Any, name: str, *configs: str) -> dict[str, Any]:
+        """The values of ``configs`` of one resource; what the broker will not say is missing."""
         try:
             [response] = await self._client.describe_configs(
-                [ConfigResource(ConfigResourceType.BROKER, broker, wanted)]
+                [ConfigResource(kind, name, dict.fromkeys(configs))]
             )
-            values = {entry[0]: entry[1] for resource in response.resources for entry in resource[4]}
-            return int(values["num.partitions"]), int(values["default.replication.factor"])
-        except (KafkaError, KeyError, ValueError, IndexError, TypeError) as error:
-            logger.debug("could not read the broker's topic defaults (%s); using %s", error, fallback)
-            return fallback
+            return {entry[0]: entry[1] for resource in response.resources for entry in resource[4]}
+        except _DESCRIBE_FAILED as error:
+            logger.debug("could not describe %s %s: %s", kind, name, error)
+            return {}

@@ -9,43 +9,114 @@ Records go straight into the batch's record builder (``BatchBuilder._builder``, 
 C ``DefaultRecordBatchBuilder``): its Python wrapper's ``append`` costs as much again per record.
 The wrapper's record count, which the idempotent producer's sequence numbers come from, is set
 when the batch is closed. Both are aiokafka internals, hence the upper bound on its version.
+
+Nothing handed over is dropped silently. A batch keeps its records' values (the encoded
+envelopes: bytes, which the garbage collector never scans, where keeping the `Message` objects
+alive until the batch is settled would cost every collection; one append per record, as the
+ids it kept before), so that when the producer has to be replaced (it failed, or the broker
+refused a batch, which leaves a gap in the idempotent producer's sequence numbers that would get
+every later batch refused), every batch it had not settled is built again and sent through the
+new producer, in the original order (at least once). Ids, for log lines, are read back from
+the values. A batch the broker refuses for good (too large, not authorized) fails its confirmed
+publishers with that error and is logged with its ids; so is what is still unsent when the
+adapter closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    DuplicateSequenceNumber,
+    InvalidProducerEpoch,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
+from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
+from pydantic_core import from_json
 
-from amb_core.errors import BrokerUnavailableError
+from amb_core.backoff import backoff_delays
+from amb_core.errors import AMBError, BrokerUnavailableError, MessageTooLargeError
+from amb_core.message import Message
+from amb_core.wire import encode
+from amb_kafka.boundary import MAPPED, Boundary, is_unreachable
+
+if TYPE_CHECKING:
+    from amb_kafka.health import Health
 
 logger = logging.getLogger("amb")
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
+#: How every envelope `amb_core.wire.encode` writes starts: its id follows.
+_ID_AT = b'{"amb":1,"id":"'
 _MAX_IDLE_STATES = 4096
+#: Ids named in an ERROR line about undelivered messages (all of them go to DEBUG).
+_IDS_SHOWN = 20
+#: What the broker answers once a producer's sequence numbers are off: that producer is done
+#: for, but the batch was not written, so it is sent again through a new one.
+_PRODUCER_BROKEN = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    DuplicateSequenceNumber,
+)
+
+
+def message_id(value: bytes) -> str:
+    """The id in an envelope `amb_core.wire.encode` wrote (it starts ``{"amb":1,"id":"``)."""
+    if value.startswith(_ID_AT):
+        end = value.find(b'"', len(_ID_AT))
+        if end > 0:
+            return value[len(_ID_AT) : end].decode(errors="replace")
+    try:
+        return str(from_json(value)["id"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def log_undelivered(values: list[bytes], topic: str, reason: object) -> None:
+    """One ERROR line naming messages that will never be delivered (every id at DEBUG)."""
+    ids = [message_id(value) for value in values]
+    logger.error(
+        "%d messages on %s were not delivered (%s): ids %s%s",
+        len(ids),
+        topic,
+        reason,
+        ", ".join(ids[:_IDS_SHOWN]),
+        f" ... {ids[-1]} (all ids at DEBUG)" if len(ids) > _IDS_SHOWN else "",
+    )
+    logger.debug("ids of the messages not delivered on %s: %s", topic, " ".join(ids))
 
 
 class _Batch:
-    """One batch being filled: its records' message ids, and who waits for its confirmation."""
+    """One batch being filled: its records' values, and who waits for its confirmation."""
 
-    __slots__ = ("append", "builder", "confirmation", "fire_and_forget", "ids")
+    __slots__ = ("append", "builder", "confirmation", "fire_and_forget", "moved", "seq", "values")
 
-    def __init__(self, builder: Any) -> None:
+    def __init__(self, builder: Any, seq: int, confirmation: asyncio.Future[None] | None = None) -> None:
         self.builder = builder
         #: ``append(offset, timestamp, key, value, headers)``, None once the batch is full.
         self.append: Callable[[int, None, bytes, bytes, list[tuple[str, bytes]]], object] = (
             builder._builder.append
         )
         #: One per record, in record order: a record's offset in the batch is its index here.
-        self.ids: list[str] = []
+        self.values: list[bytes] = []
+        #: Its place among its partition's batches (a resend keeps it: resends go out in order).
+        self.seq = seq
         self.fire_and_forget = False
-        self.confirmation: asyncio.Future[None] | None = None
+        self.confirmation = confirmation
+        #: Handed to a producer that has since been replaced: its outcome no longer counts.
+        self.moved = False
 
     def close(self) -> None:
-        self.builder._relative_offset = len(self.ids)
+        self.builder._relative_offset = len(self.values)
         self.builder.close()
 
     def confirmed(self) -> asyncio.Future[None]:
@@ -53,42 +124,53 @@ class _Batch:
             self.confirmation = asyncio.get_running_loop().create_future()
         return self.confirmation
 
-    def settle(self, sent: asyncio.Future[Any]) -> None:
-        error = sent.exception() if not sent.cancelled() else asyncio.CancelledError()
-        if error is not None:
-            self.fail(error)
-        elif self.confirmation is not None and not self.confirmation.done():
+    def succeeded(self) -> None:
+        if self.confirmation is not None and not self.confirmation.done():
             self.confirmation.set_result(None)
 
-    def fail(self, error: BaseException, *, quietly: bool = False) -> None:
+    def failed(self, error: AMBError, topic: str, *, quietly: bool = False) -> None:
+        """It will never be delivered: tell whoever waits, and log the others' ids."""
         if self.fire_and_forget and not quietly:
-            logger.error(
-                "%d messages were not delivered (%s ... %s): %s",
-                len(self.ids),
-                self.ids[0],
-                self.ids[-1],
-                error,
-            )
+            log_undelivered(self.values, topic, error)
         if self.confirmation is not None and not self.confirmation.done():
-            self.confirmation.set_exception(
-                BrokerUnavailableError(f"Kafka did not confirm the message: {error}")
-            )
+            self.confirmation.set_exception(error)
 
 
-class _Partition:
+class Partition:
     """The partition one topic's messages go to, its open batch and the task that sends it."""
 
-    __slots__ = ("open", "partition", "sender", "taken", "topic", "untracked")
+    __slots__ = (
+        "batch_size",
+        "limit",
+        "next_seq",
+        "open",
+        "partition",
+        "retry",
+        "sender",
+        "taken",
+        "topic",
+        "unsettled",
+        "untracked",
+    )
 
-    def __init__(self, topic: str, partition: int, untracked: bool) -> None:
+    def __init__(self, topic: str, partition: int, limit: int, batch_size: int, untracked: bool) -> None:
         self.topic = topic
         self.partition = partition
+        #: The largest encoded envelope this topic takes (see `KafkaBroker.max_message_size`).
+        self.limit = limit
+        #: Bytes per batch: never more than the broker takes in one.
+        self.batch_size = batch_size
         #: Kept out of the producer's metadata topics (see `Batcher.add_topic`).
         self.untracked = untracked
         self.open: _Batch | None = None
+        self.next_seq = 0
         self.sender: asyncio.Task[None] | None = None
         #: Publishers waiting for a full open batch to be handed over.
         self.taken: asyncio.Future[None] | None = None
+        #: Batches to send again (through a new producer) before `open`, by `seq`.
+        self.retry: list[_Batch] = []
+        #: Batches handed to the producer and not yet settled, oldest first.
+        self.unsettled: deque[_Batch] = deque()
 
 
 class Batcher:
@@ -99,118 +181,254 @@ class Batcher:
         producer: Any,
         key: bytes,
         linger: float,
-        max_request_size: int,
         exists: Callable[[str], Awaitable[bool]],
+        health: Health,
+        boundary: Boundary,
+        renew: Callable[[str], None],
+        too_large: Callable[[str], None],
     ) -> None:
         self._producer = producer
+        self._compression = producer._message_accumulator._compression_type
         self._exists = exists
         self._key = key
         self._linger = linger
-        self._max_size = max_request_size
-        self._partitions: dict[str, _Partition] = {}
+        self._health = health
+        self._link = health.link
+        self._boundary = boundary
+        #: Asks the adapter for a new producer (see `switch`).
+        self._renew = renew
+        #: Tells the adapter that the broker refused a batch of a topic as too large.
+        self._too_large = too_large
+        #: Set while the producer is being replaced: nothing is handed over meanwhile.
+        self._paused: asyncio.Future[None] | None = None
+        self._closing = False
+        #: Per topic; the adapter's publish looks its topic up here.
+        self.partitions: dict[str, Partition] = {}
 
-    def knows(self, topic: str) -> bool:
-        return topic in self._partitions
-
-    def add_topic(self, topic: str, partition: int, *, untracked: bool = False) -> None:
+    def add_topic(
+        self, topic: str, partition: int, limit: int, batch_size: int, *, untracked: bool = False
+    ) -> Partition:
         """Publish to ``topic`` on ``partition``. An ``untracked`` topic is dropped from the
         producer's metadata topics after each send: a reply inbox, which a broker with topic
         auto-creation would otherwise bring back on a metadata refresh after its bus deleted it."""
-        if len(self._partitions) >= _MAX_IDLE_STATES:
+        if len(self.partitions) >= _MAX_IDLE_STATES:
             # Topics this publisher no longer writes to (replies to closed buses, say).
-            for name, state in list(self._partitions.items()):
-                if state.open is None and state.sender is None:
-                    del self._partitions[name]
-        self._partitions[topic] = _Partition(topic, partition, untracked)
+            for name, state in list(self.partitions.items()):
+                if state.open is None and state.sender is None and not state.unsettled:
+                    del self.partitions[name]
+        state = self.partitions[topic] = Partition(topic, partition, limit, batch_size, untracked)
+        return state
 
-    def forget(self, topic: str) -> None:
-        self._partitions.pop(topic, None)
-
-    def send(self, topic: str, value: bytes, message_id: str, confirm: bool) -> Awaitable[None] | None:
-        """Append one record to ``topic`` (known via `add_topic`). Returns what to await: the
-        confirmation of its batch with ``confirm``, room in a full batch, or None when the
-        record is in (most fire-and-forget publishes: no coroutine, no task, no future)."""
-        state = self._partitions[topic]
+    def send(self, state: Partition, message: Message, confirm: bool) -> Awaitable[None] | None:
+        """Append ``message`` to its topic's batch. Returns what to await: the confirmation of its
+        batch with ``confirm``, room in a full batch, or None when the record is in (most
+        fire-and-forget publishes: no coroutine, no task, no future). Raises
+        `MessageTooLargeError` (nothing appended) above the topic's limit."""
+        value = encode(message, state.limit)
         batch = state.open
         if batch is None:
-            batch = state.open = _Batch(self._producer.create_batch())
-        if batch.append(len(batch.ids), None, self._key, value, _NO_HEADERS) is None:
-            return self._send_to_next(state, value, message_id, confirm)
-        batch.ids.append(message_id)
+            batch = state.open = self._new_batch(state)
+        values = batch.values
+        if batch.append(len(values), None, self._key, value, _NO_HEADERS) is None:
+            return self._send_to_next(state, value, confirm)
+        values.append(value)
         if state.sender is None:
             state.sender = asyncio.ensure_future(self._drain(state))
         if confirm:
-            return batch.confirmed()
+            # Shielded: the batch's confirmation is shared by its confirmed publishers, and the
+            # bus cancels one of them after outage_timeout without failing the others.
+            return asyncio.shield(batch.confirmed())
         batch.fire_and_forget = True
         return None
 
-    async def _send_to_next(self, state: _Partition, value: bytes, message_id: str, confirm: bool) -> None:
-        batch = await self._next_batch(state, value, message_id)
-        batch.ids.append(message_id)
+    def _new_batch(self, state: Partition) -> _Batch:
+        seq = state.next_seq
+        state.next_seq = seq + 1
+        return _Batch(BatchBuilder(state.batch_size, self._compression), seq)
+
+    async def _send_to_next(self, state: Partition, value: bytes, confirm: bool) -> None:
+        batch = await self._next_batch(state, value)
+        batch.values.append(value)
         if state.sender is None:
             state.sender = asyncio.ensure_future(self._drain(state))
         if confirm:
-            await batch.confirmed()
+            await asyncio.shield(batch.confirmed())
         else:
             batch.fire_and_forget = True
 
-    async def _next_batch(self, state: _Partition, value: bytes, message_id: str) -> _Batch:
-        """The open batch was full: wait until it is handed over, then start the next one."""
-        if len(value) + len(self._key) + 128 > self._max_size:
-            raise ValueError(
-                f"message {message_id} is {len(value)} bytes, over the producer's max_request_size "
-                f"of {self._max_size}"
-            )
+    async def _next_batch(self, state: Partition, value: bytes) -> _Batch:
+        """The open batch was full: wait until it is handed over, then start the next one. While
+        the broker is unreachable the message is refused instead (`BrokerUnavailableError`,
+        nothing appended), so that the bus keeps it."""
         while True:
             batch = state.open
             if batch is None:
-                # The first record of a batch always fits.
-                batch = state.open = _Batch(self._producer.create_batch())
+                # The first record of a batch always fits (its size was checked by `encode`).
+                batch = state.open = self._new_batch(state)
                 batch.append(0, None, self._key, value, _NO_HEADERS)
                 return batch
-            if batch.append(len(batch.ids), None, self._key, value, _NO_HEADERS) is not None:
+            if batch.append(len(batch.values), None, self._key, value, _NO_HEADERS) is not None:
                 return batch
             if state.sender is None:
                 state.sender = asyncio.ensure_future(self._drain(state))
+            if not self._link.up:
+                raise self._link.unavailable()
             if state.taken is None:
                 state.taken = asyncio.get_running_loop().create_future()
-            await asyncio.shield(state.taken)
+            await asyncio.wait((state.taken, self._health.outage()), return_when=asyncio.FIRST_COMPLETED)
 
-    async def _drain(self, state: _Partition) -> None:
-        """Hand the open batch to the producer until none is left. ``send_batch`` waits while
-        the partition's previous batch is still queued, and publishes meanwhile fill the next."""
-        producer = self._producer
+    async def _drain(self, state: Partition) -> None:
+        """Hand batches to the producer until none is left: resends first, then the open one.
+        ``send_batch`` waits while the partition's previous batch is still queued, and
+        publishes meanwhile fill the next."""
+        batch: _Batch | None = None
         try:
             if self._linger:
                 await asyncio.sleep(self._linger)
-            while state.open is not None:
-                batch, state.open = state.open, None
-                if state.taken is not None:
-                    state.taken.set_result(None)
-                    state.taken = None
-                batch.close()
+            while True:
+                batch = None
+                if state.retry:
+                    batch = state.retry.pop(0)
+                elif state.open is not None:
+                    batch, state.open = state.open, None
+                    if state.taken is not None:
+                        state.taken.set_result(None)
+                        state.taken = None
+                    batch.close()
+                else:
+                    return
                 if state.untracked and not await self._still_there(state):
-                    logger.debug("dropped %d replies to %s: that bus has closed", len(batch.ids), state.topic)
-                    batch.fail(BrokerUnavailableError(f"{state.topic} no longer exists"), quietly=True)
+                    logger.debug(
+                        "dropped %d replies to %s: that bus has closed", len(batch.values), state.topic
+                    )
+                    batch.failed(
+                        BrokerUnavailableError(f"{state.topic} no longer exists"), state.topic, quietly=True
+                    )
                     continue
-                try:
-                    sent = await producer.send_batch(batch.builder, state.topic, partition=state.partition)
-                except KafkaError as error:
-                    batch.fail(error)
-                    continue
-                finally:
-                    if state.untracked:
-                        producer.client._topics.discard(state.topic)
-                sent.add_done_callback(batch.settle)
+                await self._hand_over(state, batch)
         except asyncio.CancelledError:
-            if state.open is not None:
-                state.open.fail(BrokerUnavailableError("the Kafka adapter closed"))
-                state.open = None
+            if batch is not None and not batch.moved:  # the one being handed over
+                batch.failed(BrokerUnavailableError("the Kafka adapter closed"), state.topic)
             raise
         finally:
             state.sender = None
 
-    async def _still_there(self, state: _Partition) -> bool:
+    async def _hand_over(self, state: Partition, batch: _Batch) -> None:
+        """Give ``batch`` to the producer, which sends it and retries it for as long as it takes
+        (idempotent: never twice, never out of order). Taken or not, it is never dropped for an
+        outage: without the broker, the hand-over waits until it is back."""
+        delays = None
+        while True:
+            if self._paused is not None:
+                while self._paused is not None:
+                    await asyncio.shield(self._paused)
+                if state.retry and state.retry[0].seq < batch.seq:
+                    # The new producer resends older batches first: this one goes after them.
+                    bisect.insort(state.retry, batch, key=_seq)
+                    return
+            producer = self._producer
+            try:
+                sent = await producer.send_batch(batch.builder, state.topic, partition=state.partition)
+            except MAPPED as error:
+                if producer is not self._producer:
+                    self._requeue(state, batch)  # replaced meanwhile: resent in order by the new one
+                    return
+                if not is_unreachable(error):
+                    batch.failed(self._boundary.error(error, f"publishing to {state.topic}"), state.topic)
+                    return
+                # Not taken (the partition's previous batch has been waiting for the broker, or
+                # there is no metadata): try again, once the broker answers if it does not.
+                self._health.suspect(f"a batch for {state.topic} was not taken: {error}")
+                if not self._link.up:
+                    await self._link.wait_up(None)
+                else:
+                    delays = delays or backoff_delays()
+                    await asyncio.sleep(next(delays))
+                continue
+            finally:
+                if state.untracked:
+                    producer.client._topics.discard(state.topic)
+            if producer is not self._producer:
+                # Taken by a producer that is being replaced: the new one sends it.
+                self._requeue(state, batch)
+                return
+            state.unsettled.append(batch)
+            sent.add_done_callback(lambda sent, batch=batch: self._settled(state, batch, sent))
+            return
+
+    def _settled(self, state: Partition, batch: _Batch, sent: asyncio.Future[Any]) -> None:
+        if batch.moved:
+            return
+        unsettled = state.unsettled
+        if unsettled and unsettled[0] is batch:
+            unsettled.popleft()
+        elif batch in unsettled:
+            unsettled.remove(batch)
+        error = asyncio.CancelledError() if sent.cancelled() else sent.exception()
+        if error is None:
+            batch.succeeded()
+            return
+        if self._closing:
+            batch.failed(self._boundary.error(error, f"closing with messages for {state.topic}"), state.topic)
+            return
+        if isinstance(error, _PRODUCER_BROKEN) or is_unreachable(error) or not isinstance(error, MAPPED):
+            # The broker did not write it, and this producer will not get it written: resent
+            # through a new producer (with the batches after it, in order).
+            self._requeue(state, batch)
+            self._renew(f"a batch for {state.topic} failed: {self._boundary.reason(error)}")
+            return
+        # Refused for good (too large, not authorized): those waiting are told, the rest logged.
+        # The producer's sequence numbers for the partition now have a gap, so the next batch
+        # would be refused as out of order: a new producer takes over.
+        failure = self._boundary.error(error, f"publishing to {state.topic}")
+        batch.failed(failure, state.topic)
+        if isinstance(failure, MessageTooLargeError):
+            self._too_large(state.topic)
+        self._renew(f"the broker refused a batch for {state.topic}: {self._boundary.reason(error)}")
+
+    def _requeue(self, state: Partition, batch: _Batch) -> None:
+        """Send ``batch``'s records again, in their order among the partition's batches."""
+        batch.moved = True
+        retry = _Batch(BatchBuilder(state.batch_size, self._compression), batch.seq, batch.confirmation)
+        retry.fire_and_forget = batch.fire_and_forget
+        extra: list[_Batch] = []
+        for value in batch.values:
+            target = extra[-1] if extra else retry
+            if target.append(len(target.values), None, self._key, value, _NO_HEADERS) is None:
+                # Building again can only shrink a batch (fresh timestamps), but never lose a record.
+                target = _Batch(
+                    BatchBuilder(state.batch_size, self._compression), batch.seq, batch.confirmation
+                )
+                target.fire_and_forget = batch.fire_and_forget
+                target.append(0, None, self._key, value, _NO_HEADERS)
+                extra.append(target)
+            target.values.append(value)
+        for part in (retry, *extra):
+            part.close()
+            # Equal seqs keep their order: insort puts each after the ones already there.
+            bisect.insort(state.retry, part, key=_seq)
+        if state.sender is None and not self._closing:
+            state.sender = asyncio.ensure_future(self._drain(state))
+
+    def pause(self) -> None:
+        """Hand nothing over until `switch` (the producer is being replaced)."""
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def switch(self, producer: Any) -> None:
+        """Send through ``producer`` from now on. Every batch the old one had not settled is
+        sent again through it, in order (the old one's outcomes are ignored from now on)."""
+        self._producer = producer
+        self._compression = producer._message_accumulator._compression_type
+        for state in self.partitions.values():
+            moved, state.unsettled = list(state.unsettled), deque()
+            for batch in moved:
+                self._requeue(state, batch)
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    async def _still_there(self, state: Partition) -> bool:
         """Whether an untracked topic still exists. Once the producer's metadata has dropped
         it, sending would look it up again in a way that lets the broker auto-create it."""
         if self._producer.client.cluster.partitions_for_topic(state.topic) is not None:
@@ -218,13 +436,45 @@ class Batcher:
         try:
             if await self._exists(state.topic):
                 return True
-        except KafkaError:
+        except AMBError:
             return True  # cannot tell: sending is the lesser risk
-        self._partitions.pop(state.topic, None)
+        self.partitions.pop(state.topic, None)
         return False
 
-    async def flush(self) -> None:
-        """Hand every open batch to the producer (whose ``stop`` then sends them)."""
-        senders = [state.sender for state in self._partitions.values() if state.sender is not None]
-        if senders:
-            await asyncio.gather(*senders, return_exceptions=True)
+    async def close(self, timeout: float) -> None:
+        """Hand every batch to the producer and wait, at most ``timeout`` seconds, for the broker
+        to confirm them. What is still unconfirmed then is failed and logged with its ids (the
+        adapter then stops the producer, which would otherwise wait for the broker for good)."""
+        self._closing = True
+        paused, self._paused = self._paused, None  # a replacement that will not happen now
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+        states = list(self.partitions.values())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        senders = [state.sender for state in states if state.sender is not None]
+        if senders and timeout > 0:
+            await asyncio.wait(senders, timeout=timeout)
+        left = deadline - loop.time()
+        if left > 0 and any(state.unsettled for state in states):
+            flushing = asyncio.ensure_future(self._producer.flush())
+            await asyncio.wait({flushing}, timeout=left)
+            flushing.cancel()
+        for state in states:
+            if state.sender is not None:
+                state.sender.cancel()
+                await asyncio.gather(state.sender, return_exceptions=True)
+            left_over = [*state.unsettled, *state.retry, *([state.open] if state.open is not None else [])]
+            state.unsettled.clear()
+            state.retry.clear()
+            state.open = None
+            for batch in left_over:
+                batch.moved = True  # what the producer says about it later no longer counts
+                batch.failed(
+                    BrokerUnavailableError("the Kafka adapter closed before the broker confirmed it"),
+                    state.topic,
+                )
+
+
+def _seq(batch: _Batch) -> int:
+    return batch.seq

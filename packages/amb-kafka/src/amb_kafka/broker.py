@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import anyio
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.conn import collect_hosts, create_conn  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaConnectionError, ProducerClosed  # type: ignore[import-untyped]
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
+from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: ignore[import-untyped]
 
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError
+from amb_core.errors import AMBError, BrokerRefusedError, BrokerUnavailableError
 from amb_core.ids import new_id
+from amb_core.link import Link
+from amb_core.logs import throttled
 from amb_core.message import Message
+from amb_core.policy import Policy
 from amb_core.subscription import Subscription
-from amb_core.topics import INBOX_PREFIX
-from amb_core.wire import encode
+from amb_core.topics import INBOX_PREFIX, RESERVED_PREFIX
 from amb_kafka import fanout, groups
-from amb_kafka.admin import TopicAdmin
-from amb_kafka.batcher import Batcher
+from amb_kafka.admin import DEFAULT_MESSAGE_MAX_BYTES, TopicAdmin
+from amb_kafka.batcher import Batcher, Partition
+from amb_kafka.boundary import Boundary, kind
 from amb_kafka.config import bootstrap_servers, check_role_options, split_client_options
 from amb_kafka.deadletter import DeadLetters
 from amb_kafka.fanout import FanoutReader
 from amb_kafka.groups import GroupMember
+from amb_kafka.health import Health
 
 logger = logging.getLogger("amb")
 
@@ -46,6 +55,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 #: shorter fetch waits and fetcher naps get a new subscription's first messages to it sooner.
 FANOUT_DEFAULTS: dict[str, Any] = {"fetch_max_wait_ms": 100, "consumer_timeout_ms": 50}
 
+#: The connection settings of the probe's own connection (see `amb_kafka.health`).
+_CONNECTION_OPTIONS = frozenset(inspect.signature(create_conn).parameters) - {"host", "port", "on_close"}
+
 
 class KafkaBroker(BrokerAdapter):
     """AMB on Apache Kafka.
@@ -55,8 +67,8 @@ class KafkaBroker(BrokerAdapter):
 
     Options:
 
-    - ``max_attempts`` (3): handler calls a grouped message gets before it is dead-lettered to
-      ``_amb.dlq.<topic>``.
+    - the failure policy every adapter takes (`amb_core.policy.Policy`): ``max_attempts`` (3),
+      ``connect_timeout`` (10 s), ``outage_timeout`` (30 s), ``outage_buffer`` (10,000).
     - ``num_partitions`` / ``replication_factor`` (broker defaults): for topics the adapter creates.
     - ``discovery_interval`` (1.0 s): how often wildcard subscriptions look for new topics
       (topics created by this process are noticed at once).
@@ -67,6 +79,11 @@ class KafkaBroker(BrokerAdapter):
     - anything else (``security_protocol``, ``ssl_context``, ``sasl_mechanism``,
       ``sasl_plain_username``, ``sasl_plain_password``, ``client_id``, ``request_timeout_ms``...)
       goes to every aiokafka client that takes it.
+
+    `max_message_size` is the largest encoded envelope a publish may have: the broker's
+    ``message.max.bytes`` (read at connect; Kafka's default of 1 MiB until then) or the
+    producer's ``max_request_size`` if smaller, less the record batch's own bytes. A topic whose
+    ``max.message.bytes`` is lower is held to that when this adapter first publishes to it.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -77,7 +94,6 @@ class KafkaBroker(BrokerAdapter):
         self,
         bootstrap: str | Sequence[str] = "localhost:9092",
         *,
-        max_attempts: int = 3,
         num_partitions: int | None = None,
         replication_factor: int | None = None,
         discovery_interval: float = 1.0,
@@ -87,12 +103,12 @@ class KafkaBroker(BrokerAdapter):
         consumer_options: Mapping[str, Any] | None = None,
         **client_options: Any,
     ) -> None:
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be a positive int, not {max_attempts!r}")
+        super().__init__(
+            **{name: client_options.pop(name) for name in list(client_options) if name in Policy.NAMES}
+        )
         if discovery_interval <= 0:
             raise ValueError("discovery_interval must be positive")
         self.bootstrap_servers = bootstrap_servers(bootstrap)
-        self.max_attempts = max_attempts
         self._discovery_interval = discovery_interval
         self._join_timeout = join_timeout
         self._leave_timeout = leave_timeout
@@ -101,6 +117,11 @@ class KafkaBroker(BrokerAdapter):
         common = split_client_options(client_options)
         servers = {"bootstrap_servers": self.bootstrap_servers}
         self._admin_options = {**common["admin"], **servers}
+        # aiokafka's clients default to PLAIN; its connections do not.
+        self._connection_options = {
+            "sasl_mechanism": "PLAIN",
+            **{k: v for k, v in common["admin"].items() if k in _CONNECTION_OPTIONS},
+        }
         producer = {
             **PRODUCER_DEFAULTS,
             **common["producer"],
@@ -109,6 +130,7 @@ class KafkaBroker(BrokerAdapter):
         # Batches are filled by this adapter (see `Batcher`), which also does the lingering.
         self._linger = float(producer.pop("linger_ms")) / 1000
         self._max_request_size = int(producer.get("max_request_size", 1024 * 1024))
+        self._max_batch_size = int(producer["max_batch_size"])
         self._producer_options = {**producer, **servers, "acks": "all", "linger_ms": 0}
         self._consumer_overrides = {**common["consumer"], **(consumer_options or {})}
         self._consumer_options = {
@@ -117,19 +139,33 @@ class KafkaBroker(BrokerAdapter):
             **check_role_options(consumer_options or {}, "consumer"),
             **servers,
         }
+        name = f"Kafka at {','.join(self.bootstrap_servers)}"
+        secrets = [client_options.get("sasl_plain_password")]
+        secrets += [
+            (options or {}).get("sasl_plain_password") for options in (producer_options, consumer_options)
+        ]
+        self._boundary = Boundary(name, tuple(secrets))
+        self._link = self.link = Link(name)
+        self._health = Health(self._link, self._probe_quietly)
         #: The record key: one publisher's messages to a topic share a partition, so they keep
         #: their order.
         self._key = new_id().encode()
+        #: Bytes a record batch of one record adds to the envelope (batch header, record framing,
+        #: key), as aiokafka counts them, plus the value's length prefix at its largest.
+        self._overhead = int(DefaultRecordBatchBuilder.estimate_size_in_bytes(self._key, b"", [])) + 4
+        self._broker_max = DEFAULT_MESSAGE_MAX_BYTES
+        self.max_message_size: int = self._fits(DEFAULT_MESSAGE_MAX_BYTES)
         self._producer: Any = None
         self._admin: TopicAdmin | None = None
         self._batcher: Batcher | None = None
-        self._opening: dict[str, asyncio.Future[bool]] = {}
-        self._revival: asyncio.Future[None] | None = None
+        self._opening: dict[str, asyncio.Future[Partition | None]] = {}
+        self._renewal: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._fanout: FanoutReader | None = None
         self._inbox: FanoutReader | None = None
         self._members: dict[str, GroupMember] = {}
         self._leaving: set[asyncio.Task[None]] = set()
-        self._dead_letters = DeadLetters(self._send_record)
+        self._dead_letters = DeadLetters(self._send_record, self._link)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaBroker:
@@ -141,60 +177,166 @@ class KafkaBroker(BrokerAdapter):
         """The key of every record this adapter publishes (see the README's wire format)."""
         return self._key
 
+    def describe(self) -> str:
+        return self._boundary.name
+
     def __repr__(self) -> str:
         return f"<KafkaBroker {','.join(self.bootstrap_servers)}>"
+
+    def _fits(self, message_max_bytes: int) -> int:
+        """The largest envelope a record batch of at most ``message_max_bytes`` can carry."""
+        return min(self._max_request_size, message_max_bytes) - self._overhead
 
     # ---------------------------------------------------------------- connection
 
     async def connect(self) -> None:
-        admin = TopicAdmin(self._admin_options, self._num_partitions, self._replication_factor)
-        producer = AIOKafkaProducer(**self._producer_options)
+        # Our own connection first: it says why the broker cannot be had (refused credentials,
+        # another protocol on the port), where aiokafka's bootstrap only logs it.
+        await self._probe("connecting")
+        admin = TopicAdmin(
+            self._admin_options, self._num_partitions, self._replication_factor, self._boundary
+        )
+        self._health.watch(admin.client)
+        producer = None
         try:
             await admin.start()
-            await producer.start()
-        except KafkaError as error:
-            await _quietly(producer.stop())
-            await _quietly(admin.close())
-            raise BrokerUnavailableError(
-                f"could not connect to Kafka at {','.join(self.bootstrap_servers)}: {error}"
-            ) from error
+            self._broker_max = admin.settings.message_max_bytes
+            self.max_message_size = self._fits(self._broker_max)
+            producer = await self._start_producer()
+        except BaseException:
+            # The bus cancels connect() after connect_timeout: nothing may stay open.
+            with anyio.CancelScope(shield=True):
+                if producer is not None:
+                    await _quietly(producer.stop())
+                await _quietly(admin.close())
+            raise
         self._admin = admin
-        self._use_producer(producer)
-
-    def _use_producer(self, producer: Any) -> None:
         self._producer = producer
-        assert self._admin is not None
-        self._batcher = Batcher(producer, self._key, self._linger, self._max_request_size, self._admin.exists)
+        self._batcher = Batcher(
+            producer,
+            self._key,
+            self._linger,
+            admin.exists,
+            self._health,
+            self._boundary,
+            self._renew,
+            self._relearn_limit,
+        )
+        self._health.open()
+
+    async def _start_producer(self) -> Any:
+        producer = AIOKafkaProducer(**self._producer_options)
+        self._health.watch(producer.client)
+        try:
+            with self._boundary("starting the producer"):
+                await producer.start()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _quietly(producer.stop())
+            raise
         # aiokafka's producer is done for once its sender task ends (a fatal error of the
         # idempotent producer, say); a new one takes over. The watch costs nothing per message.
         sender = getattr(getattr(producer, "_sender", None), "_sender_task", None)
         if isinstance(sender, asyncio.Future):
             sender.add_done_callback(lambda task: self._producer_ended(producer, task))
+        return producer
+
+    async def _probe(self, doing: str) -> None:
+        """Raise unless a bootstrap server answers a metadata request on a connection of our
+        own, within ``connect_timeout``: `BrokerRefusedError` if it refuses us,
+        `BrokerUnavailableError` otherwise."""
+        failures: list[BaseException] = []
+        for host, port, _ in collect_hosts(self.bootstrap_servers):
+            timeout = self.policy.connect_timeout
+            try:
+                await asyncio.wait_for(self._ask(host, port), timeout)
+                return
+            except asyncio.TimeoutError:
+                failures.append(KafkaConnectionError(f"{host}:{port} did not answer within {timeout} s"))
+            except Exception as error:  # the boundary sorts them out below
+                failures.append(error)
+        refused = [failure for failure in failures if kind(failure) is BrokerRefusedError]
+        raise self._boundary.error(refused[0] if refused else failures[-1], doing)
+
+    async def _probe_quietly(self) -> None:
+        try:
+            await self._probe("probing")
+        except AMBError as error:
+            # Link's lines name the broker already.
+            raise type(error)(str(error).removeprefix(f"{self._boundary.name}: probing: ")) from None
+
+    async def _ask(self, host: str, port: int) -> None:
+        conn = await create_conn(host, port, **self._connection_options)
+        try:
+            response = await conn.send(MetadataRequest([]))
+            if not response.brokers:
+                raise KafkaConnectionError("the broker sent metadata without brokers")
+        finally:
+            conn.close()
 
     def _producer_ended(self, producer: Any, task: asyncio.Future[Any]) -> None:
         if producer is not self._producer or task.cancelled() or task.exception() is None:
             return  # stopped on purpose
-        logger.error("the Kafka producer failed (%s); starting a new one", task.exception())
-        self._revival = asyncio.ensure_future(self._revive(producer))
+        self._renew(f"the producer failed: {self._boundary.reason(task.exception())}")  # type: ignore[arg-type]
 
-    async def _revive(self, dead: Any) -> None:
-        await _quietly(dead.stop())
-        for delay in backoff_delays():
-            if self._producer is not dead:
-                return  # disconnected meanwhile
-            producer = AIOKafkaProducer(**self._producer_options)
-            try:
-                await producer.start()
-            except KafkaError as error:
-                logger.warning("could not start a new Kafka producer, retrying: %s", error)
-                await _quietly(producer.stop())
-                await asyncio.sleep(delay)
-                continue
-            if self._producer is dead:
-                self._use_producer(producer)
-            else:
-                await _quietly(producer.stop())
+    def _renew(self, reason: str) -> None:
+        """The producer cannot go on: replace it (one replacement at a time). The batcher sends
+        what the old one had not settled again through the new one."""
+        if self._renewal is not None or self._producer is None or self._batcher is None:
             return
+        self._batcher.pause()
+        self._renewal = asyncio.ensure_future(self._replace_producer(reason))
+
+    async def _replace_producer(self, reason: str) -> None:
+        old = self._producer
+        throttled(logger, "kafka-producer", "%s: replacing the producer (%s)", self._boundary.name, reason)
+        try:
+            delays = backoff_delays()
+            while True:
+                try:
+                    new = await self._start_producer()
+                    break
+                except AMBError as error:
+                    logger.debug("%s: could not start a new producer yet: %s", self._boundary.name, error)
+                    if self._link.up:
+                        self._health.suspect("could not start a producer")
+                        await asyncio.sleep(next(delays))
+                    else:
+                        await self._link.wait_up(None)
+            if self._producer is not old or self._batcher is None:  # disconnected meanwhile
+                self._retire(new)
+                return
+            self._producer = new
+            self._batcher.switch(new)
+        finally:
+            self._renewal = None
+        self._retire(old)
+
+    def _relearn_limit(self, topic: str) -> None:
+        """The broker refused a batch of ``topic`` as too large: its limit changed since the
+        topic was opened. Read it again, so that the next ones are refused before sending."""
+        task = asyncio.ensure_future(self._read_limit(topic))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_limit(self, topic: str) -> None:
+        if self._admin is None or self._batcher is None:
+            return
+        topic_max = await self._admin.max_message_bytes(topic)
+        state = self._batcher.partitions.get(topic)
+        if state is not None and topic_max is not None:
+            batch_max = min(self._broker_max, topic_max, self._max_request_size)
+            state.limit, state.batch_size = self._fits(batch_max), min(self._max_batch_size, batch_max)
+            logger.debug(
+                "%s: %s now takes envelopes of up to %d bytes", self._boundary.name, topic, state.limit
+            )
+
+    def _retire(self, producer: Any) -> None:
+        """Stop ``producer`` in the background, without waiting for what it had not settled
+        (the batcher has sent that again through its successor, or logged it)."""
+        task = asyncio.ensure_future(_abandon(producer))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def disconnect(self) -> None:
         members, self._members = list(self._members.values()), {}
@@ -206,36 +348,45 @@ class KafkaBroker(BrokerAdapter):
             if reader is not None:
                 await reader.close()
         self._fanout = self._inbox = None
-        if self._batcher is not None:
-            await self._batcher.flush()
-        self._batcher = None
-        if self._revival is not None:
-            self._revival.cancel()
-            self._revival = None
+        renewal, self._renewal = self._renewal, None
+        if renewal is not None:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            # Unreachable: nothing will be confirmed, so what is unsent is logged at once.
+            await batcher.close(self.policy.outage_timeout if self._link.up else 0)
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         if producer is not None:
-            # stop() sends what fire-and-forget publishes left in the producer's buffer first.
-            await _quietly(producer.stop())
+            # Anything the producer still holds was given up on (and logged) by the batcher:
+            # stop() must not wait for a broker that is gone.
+            await _abandon(producer)
         if admin is not None:
             await _quietly(admin.close())
+        if self._background:
+            await asyncio.wait(self._background, timeout=self._leave_timeout)
+            for task in list(self._background):
+                task.cancel()
+        await self._health.close()
 
     def _connected(self) -> tuple[Any, TopicAdmin]:
         if self._producer is None or self._admin is None:
-            raise BrokerUnavailableError("the Kafka adapter is not connected")
+            raise BrokerUnavailableError(f"{self._boundary.name}: the adapter is not connected")
         return self._producer, self._admin
 
     # ---------------------------------------------------------------- publishing
 
     async def publish(self, message: Message, *, confirm: bool) -> None:
-        topic = message.topic
         batcher = self._batcher
-        if batcher is None or not batcher.knows(topic):
-            if not await self._open_topic(topic, message.id if confirm else None):
+        if batcher is None:
+            raise BrokerUnavailableError(f"{self._boundary.name}: the adapter is not connected")
+        state = batcher.partitions.get(message.topic)
+        if state is None:
+            state = await self._open_topic(message.topic, message.id if confirm else None)
+            if state is None:
                 return
-            batcher = self._batcher
-            assert batcher is not None
-        waiting = batcher.send(topic, encode(message), message.id, confirm)
+        waiting = batcher.send(state, message, confirm)
         if waiting is not None:
             await waiting
 
@@ -243,45 +394,68 @@ class KafkaBroker(BrokerAdapter):
         """Write ``data`` to ``topic`` as is (a foreign producer's record), confirmed."""
         await self._send_record(topic, data, None, [])
 
-    async def _open_topic(self, topic: str, confirmed_id: str | None) -> bool:
-        """Get ready to publish to ``topic``: create it if needed and pick this publisher's
-        partition. False for a reply whose inbox is gone (its bus closed): it is dropped.
-        Concurrent first publishes to one topic share the work."""
+    async def _open_topic(self, topic: str, confirmed_id: str | None) -> Partition | None:
+        """Get ready to publish to ``topic``: create it if needed, learn its size limit and pick
+        this publisher's partition. None for a reply whose inbox is gone (its bus closed): it is
+        dropped. Concurrent first publishes to one topic share the work; if the broker is lost
+        meanwhile, they raise `BrokerUnavailableError` at once (the bus keeps the message)."""
         opening = self._opening.get(topic)
         if opening is None:
             opening = asyncio.ensure_future(self._open_new_topic(topic, confirmed_id))
             self._opening[topic] = opening
-            opening.add_done_callback(lambda _: self._opening.pop(topic, None))
-        return await asyncio.shield(opening)
+            opening.add_done_callback(lambda done: self._opened(topic, done))
+        if not opening.done():
+            await asyncio.wait((opening, self._health.outage()), return_when=asyncio.FIRST_COMPLETED)
+            if not opening.done():
+                raise self._link.unavailable()
+        return opening.result()
 
-    async def _open_new_topic(self, topic: str, confirmed_id: str | None) -> bool:
+    def _opened(self, topic: str, opening: asyncio.Future[Partition | None]) -> None:
+        self._opening.pop(topic, None)
+        if not opening.cancelled():
+            opening.exception()  # retrieved: every waiter may have left during an outage
+
+    async def _open_new_topic(self, topic: str, confirmed_id: str | None) -> Partition | None:
         producer, admin = self._connected()
-        if topic.startswith(INBOX_PREFIX):
-            if not await self._find_inbox(producer, admin, topic):
-                return False
-        elif producer.client.cluster.partitions_for_topic(topic) is None:
-            created = await admin.create(topic)
-            if created:
-                _topic_created()
-                if confirmed_id is not None:
-                    logger.warning(
-                        "message %s went to %s, a topic that did not exist: no subscription to it "
-                        "existed (wildcard subscriptions still find it)",
-                        confirmed_id,
-                        topic,
-                    )
-        try:
-            partitions = sorted(await producer.partitions_for(topic))
-        except KafkaError as error:
-            raise BrokerUnavailableError(f"no Kafka metadata for topic {topic}: {error}") from error
         inbox = topic.startswith(INBOX_PREFIX)
+        try:
+            if inbox:
+                if not await self._find_inbox(producer, admin, topic):
+                    return None
+            elif producer.client.cluster.partitions_for_topic(topic) is None:
+                created = await admin.create(topic)
+                if created:
+                    # Asked before the broker's metadata has the new topic, the producer would
+                    # log an ERROR per attempt until it has.
+                    await admin.partition_count(topic)
+                    _topic_created()
+                    if confirmed_id is not None:
+                        logger.warning(
+                            "message %s went to %s, a topic that did not exist: no subscription to it "
+                            "existed (wildcard subscriptions still find it)",
+                            confirmed_id,
+                            topic,
+                        )
+            with self._boundary(f"looking up the partitions of {topic}"):
+                partitions = sorted(await producer.partitions_for(topic))
+            # The adapter's own topics (inboxes) have the broker's defaults: no need to ask.
+            topic_max = None if topic.startswith(RESERVED_PREFIX) else await admin.max_message_bytes(topic)
+        except BrokerUnavailableError as error:
+            self._health.lost(f"could not open topic {topic}: {error}")
+            raise
         if inbox:
             producer.client._topics.discard(topic)
+        batch_max = min(self._broker_max, topic_max or self._broker_max, self._max_request_size)
         # What aiokafka's default partitioner does with the key, once per topic.
         partition: int = partitions[(murmur2(self._key) & 0x7FFFFFFF) % len(partitions)]
         assert self._batcher is not None
-        self._batcher.add_topic(topic, partition, untracked=inbox)
-        return True
+        return self._batcher.add_topic(
+            topic,
+            partition,
+            self._fits(batch_max),
+            min(self._max_batch_size, batch_max),
+            untracked=inbox,
+        )
 
     async def _find_inbox(self, producer: Any, admin: TopicAdmin, topic: str) -> bool:
         """Whether the requesting bus's inbox still exists. It is never created here: one that
@@ -294,14 +468,21 @@ class KafkaBroker(BrokerAdapter):
     async def _send_record(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
+        """One record through aiokafka's own ``send`` (dead letters, raw records), confirmed
+        within ``outage_timeout``."""
         producer, admin = self._connected()
         if producer.client.cluster.partitions_for_topic(topic) is None and await admin.create(topic):
+            await admin.partition_count(topic)
             _topic_created()
-        try:
+        with self._boundary(f"writing a record to {topic}"):
             future = await producer.send(topic, value, key=key, headers=headers)
-            await future
-        except KafkaError as error:
-            raise BrokerUnavailableError(f"Kafka did not confirm a record on {topic}: {error}") from error
+            try:
+                await asyncio.wait_for(future, self.policy.outage_timeout)
+            except asyncio.TimeoutError:
+                raise BrokerUnavailableError(
+                    f"{self._boundary.name}: a record to {topic} was not confirmed within outage_timeout "
+                    f"({self.policy.outage_timeout} s); it may still arrive"
+                ) from None
 
     # ---------------------------------------------------------------- subscribing
 
@@ -322,7 +503,8 @@ class KafkaBroker(BrokerAdapter):
                 self._consumer_options,
                 admin,
                 self._dead_letters,
-                max_attempts=self.max_attempts,
+                self._health,
+                self._boundary,
                 join_timeout=self._join_timeout,
                 discovery_interval=self._discovery_interval,
             )
@@ -338,7 +520,9 @@ class KafkaBroker(BrokerAdapter):
         for key, value in FANOUT_DEFAULTS.items():
             if key not in self._consumer_overrides:
                 options[key] = value
-        return FanoutReader(name, options, admin, self._discovery_interval, create)
+        return FanoutReader(
+            name, options, admin, self._discovery_interval, create, self._health, self._boundary
+        )
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         if subscription.is_inbox:
@@ -380,6 +564,23 @@ _GROUP_ONLY = {
 def _topic_created() -> None:
     fanout.topic_created()
     groups.topic_created()
+
+
+async def _abandon(producer: Any) -> None:
+    """Stop ``producer`` without waiting for the batches it still holds. Its sender task goes
+    first: failing batches under a running sender trips its assertions (and aiokafka's fatal
+    error path then raises in a callback); stop() would otherwise wait for them for good."""
+    sender = getattr(producer._sender, "_sender_task", None)
+    if sender is not None and not sender.done():
+        sender.cancel()
+        # It finishes the requests in flight first, each bounded by request_timeout_ms.
+        await asyncio.wait({sender}, timeout=_ABANDON_TIMEOUT)
+    producer._message_accumulator.fail_all(ProducerClosed())
+    await _quietly(producer.stop())
+
+
+#: Seconds a producer being abandoned may take to finish its requests in flight.
+_ABANDON_TIMEOUT = 5.0
 
 
 async def _quietly(closing: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -41,18 +42,28 @@ def bootstrap_servers(url_or_hosts: str | Sequence[str]) -> list[str]:
         if text[: len(SCHEME)].lower() == SCHEME:
             text = text[len(SCHEME) :]
         elif "://" in text:
-            raise ValueError(f"KafkaBroker needs a kafka:// URL, not {url_or_hosts!r}")
+            raise ValueError(f"KafkaBroker needs a kafka:// URL, not {redact(url_or_hosts)!r}")
         text = text.rstrip("/")
         if "/" in text or "?" in text or "@" in text:
             raise ValueError(
-                f"{url_or_hosts!r}: a Kafka URL is kafka://host:port[,host:port...]; pass credentials "
-                "and TLS settings as options (security_protocol=, sasl_plain_username=, ssl_context=, ...)"
+                f"{redact(url_or_hosts)!r}: a Kafka URL is kafka://host:port[,host:port...]; pass "
+                "credentials and TLS settings as options (security_protocol=, sasl_plain_username=, "
+                "sasl_plain_password=, ssl_context=, ...)"
             )
         hosts = [host.strip() for host in text.split(",")]
     hosts = [host for host in hosts if host]
     if not hosts:
         raise ValueError(f"no Kafka bootstrap server in {url_or_hosts!r}")
     return hosts
+
+
+def redact(url: str) -> str:
+    """``url`` without what a URL's user-info part could hide: the password (and, for a user-info
+    part without one, whatever it is, which could be a token)."""
+    return _USERINFO.sub(lambda found: f"{found['scheme']}{found['user'] or ''}***@", url)
+
+
+_USERINFO = re.compile(r"(?P<scheme>^[A-Za-z][A-Za-z0-9+.-]*://|^)(?P<user>[^:@/]*:)?[^@/]*@")
 
 
 @cache

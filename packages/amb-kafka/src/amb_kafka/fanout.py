@@ -9,17 +9,23 @@ import logging
 import re
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-from aiokafka.errors import ConsumerStoppedError, KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import ConsumerStoppedError  # type: ignore[import-untyped]
 
 from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError
+from amb_core.errors import AMBError, InvalidMessageError
 from amb_core.subscription import Subscription
-from amb_core.wire import decode_or_log
+from amb_core.wire import decode, log_invalid
 from amb_kafka.admin import TopicAdmin
+from amb_kafka.boundary import MAPPED, Boundary
+from amb_kafka.complaints import complain, unexpected
+from amb_kafka.fetching import keep_fetching
 from amb_kafka.naming import topic_regex, wildcard
+
+if TYPE_CHECKING:
+    from amb_kafka.health import Health
 
 logger = logging.getLogger("amb")
 
@@ -72,8 +78,12 @@ class FanoutReader:
         admin: TopicAdmin,
         discovery_interval: float,
         create_topic: Callable[[str, int | None], Awaitable[object]],
+        health: Health,
+        boundary: Boundary,
     ) -> None:
         self._name = name
+        self._health = health
+        self._boundary = boundary
         self._options = consumer_options
         self._admin = admin
         self._interval = discovery_interval
@@ -102,7 +112,7 @@ class FanoutReader:
             consumer = await self._ensure_consumer()
             if reader.regex is None:
                 await self._create_topic(subscription.pattern, partitions)
-                counts = await self._partition_counts(subscription.pattern)
+                counts = {subscription.pattern: await self._admin.partition_count(subscription.pattern)}
             else:
                 counts = {t: n for t, n in (await self._admin.topic_partitions()).items() if reader.wants(t)}
             wanted = {TopicPartition(topic, p) for topic, count in counts.items() for p in range(count)}
@@ -110,12 +120,11 @@ class FanoutReader:
             self._reassign(self._assigned | wanted, hold=fresh)
             if wanted:
                 try:
-                    ends = await consumer.end_offsets(list(wanted))
-                except KafkaError as error:
+                    with self._boundary(f"reading the end offsets of {subscription.pattern!r}"):
+                        ends = await consumer.end_offsets(list(wanted))
+                except AMBError:
                     self._reassign(self._assigned - fresh)
-                    raise BrokerUnavailableError(
-                        f"could not read the end offsets of {subscription.pattern!r}: {error}"
-                    ) from error
+                    raise
                 reader.cursors.update(ends)
                 for tp in fresh:
                     consumer.seek(tp, ends[tp])
@@ -152,32 +161,22 @@ class FanoutReader:
         consumer, self._consumer = self._consumer, None
         self._assigned = set()
         if consumer is not None:
-            try:
-                await consumer.stop()
-            except KafkaError as error:
-                logger.debug("closing the %s consumer: %s", self._name, error)
+            await _stop_quietly(consumer, self._name)
 
     async def _ensure_consumer(self) -> Any:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(**self._options)
+            self._health.watch(consumer._client)
             try:
-                await consumer.start()
-            except KafkaError as error:
-                await consumer.stop()
-                raise BrokerUnavailableError(f"could not start the Kafka consumer: {error}") from error
+                with self._boundary(f"starting the {self._name} consumer"):
+                    await consumer.start()
+            except BaseException:
+                await _stop_quietly(consumer, self._name)
+                raise
+            keep_fetching(consumer, f"the {self._name} consumer")
             self._consumer = consumer
             self._task = asyncio.ensure_future(self._dispatch(consumer))
         return self._consumer
-
-    async def _partition_counts(self, topic: str) -> dict[str, int]:
-        """The partition count of ``topic``, waiting out the moment a new topic has no
-        metadata yet."""
-        for delay in backoff_delays(0.02, 0.5):
-            count = (await self._admin.topic_partitions()).get(topic, 0)
-            if count:
-                return {topic: count}
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _reassign(
         self,
@@ -211,6 +210,9 @@ class FanoutReader:
         return route
 
     async def _dispatch(self, consumer: Any) -> None:
+        """Fetch and hand records over, for as long as the reader runs. Nothing stops this loop
+        but `close`: fetch errors are retried with backoff, and an unexpected error is logged
+        and the records not handed over yet are read again."""
         delays = backoff_delays()
         routes = self._routes
         while True:
@@ -218,25 +220,56 @@ class FanoutReader:
                 batches = await consumer.getmany(timeout_ms=1000)
             except ConsumerStoppedError:
                 return
-            except KafkaError as error:
-                logger.warning("the %s consumer failed to fetch, retrying: %s", self._name, error)
+            except Exception as error:
+                if isinstance(error, MAPPED):
+                    self._health.suspect(f"the {self._name} consumer could not fetch")
+                    complain(
+                        self._health.link,
+                        f"fanout:{self._name}:fetch",
+                        "the %s consumer could not fetch, retrying: %s",
+                        self._name,
+                        self._boundary.reason(error),
+                    )
+                else:
+                    unexpected(
+                        self._name, "the %s consumer: fetching failed, retrying", self._name, error=error
+                    )
                 await asyncio.sleep(next(delays))
                 continue
             delays = backoff_delays()
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                route = routes.get(tp.topic)
-                if route is None:
-                    route = self._route(tp.topic)
-                if len(route) == 1:
-                    await self._hand_over(route[0], tp, records)
-                elif route:
-                    await self._hand_over_shared(route, tp, records)
+            pending = [tp for tp, records in batches.items() if records]
+            try:
+                while pending:
+                    tp = pending[0]
+                    records = batches[tp]
+                    route = routes.get(tp.topic)
+                    if route is None:
+                        route = self._route(tp.topic)
+                    if len(route) == 1:
+                        await self._hand_over(route[0], tp, records)
+                    elif route:
+                        await self._hand_over_shared(route, tp, records)
+                    pending.pop(0)
+            except Exception as error:
+                unexpected(
+                    self._name,
+                    "the %s consumer: handing records over failed; they are read again",
+                    self._name,
+                    error=error,
+                )
+                self._rewind(set(pending))
+                await asyncio.sleep(next(delays))
+
+    def _rewind(self, partitions: set[TopicPartition]) -> None:
+        """Fetch ``partitions`` again from the lowest cursor any subscription has on them."""
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                self._reassign(self._assigned, rewind=partitions & self._assigned)
 
     # The fetched records of a partition are in offset order and are all handed over here, even
     # if the consumer is repositioned meanwhile, so each cursor moves past them before the first
-    # await: a reassignment then resumes after them instead of fetching them again.
+    # await: a reassignment then resumes after them instead of fetching them again. Should a
+    # record fail to be handed over, the cursors go back to it (see `_dispatch`).
 
     @staticmethod
     async def _hand_over(reader: _Reader, tp: TopicPartition, records: list[Any]) -> None:
@@ -246,16 +279,21 @@ class FanoutReader:
             return
         reader.cursors[tp] = records[-1].offset + 1
         subscription = reader.subscription
-        offer = subscription.offer
+        receive = subscription.receive
         topic = tp.topic
-        for record in records:
-            if record.offset < start:
-                continue  # read again after a reassignment; already handed over
-            message = decode_or_log(record.value or b"", topic)
-            if message is not None and not offer(message):
-                await subscription.deliver(message)
-                if not reader.active:
-                    return
+        record = records[0]
+        try:
+            for record in records:
+                if record.offset < start:
+                    continue  # read again after a reassignment; already handed over
+                waiting = receive(record.value or b"", topic)
+                if waiting is not None:
+                    await waiting
+                    if not reader.active:
+                        return
+        except Exception:
+            reader.cursors[tp] = max(start, record.offset)
+            raise
 
     @staticmethod
     async def _hand_over_shared(readers: tuple[_Reader, ...], tp: TopicPartition, records: list[Any]) -> None:
@@ -270,19 +308,31 @@ class FanoutReader:
         if not takers:
             return
         topic = tp.topic
-        for record in records:
-            offset = record.offset
-            message: Any = False
-            for reader, start in takers:
-                if offset < start or not reader.active:
-                    continue
-                if message is False:
-                    message = decode_or_log(record.value or b"", topic)
+        record, failing = records[0], takers[0][0]
+        try:
+            for record in records:
+                offset = record.offset
+                message: Any = None
+                for failing, start in takers:
+                    if offset < start or not failing.active:
+                        continue
                     if message is None:
-                        break
-                subscription = reader.subscription
-                if not subscription.offer(message):
-                    await subscription.deliver(message)
+                        try:
+                            message = decode(record.value or b"")
+                        except InvalidMessageError as error:
+                            log_invalid(topic, error)  # once, for every subscription
+                            break
+                    subscription = failing.subscription
+                    if not subscription.offer(message):
+                        await subscription.deliver(message)
+        except Exception:
+            # ``failing`` did not take ``record``, those before it in ``takers`` did: it and
+            # what follows are read again.
+            took = True
+            for reader, start in takers:
+                took = took and reader is not failing
+                reader.cursors[tp] = max(start, record.offset + (1 if took else 0))
+            raise
 
     async def _watch(self) -> None:
         """Look for new topics and partitions for the wildcard subscriptions."""
@@ -292,12 +342,15 @@ class FanoutReader:
             self._wake.clear()
             try:
                 counts = await self._admin.topic_partitions()
-            except KafkaError as error:
+                async with self._lock:
+                    if self._consumer is not None:
+                        self._discover(counts)
+            except AMBError as error:
                 logger.debug("topic discovery for the %s consumer failed: %s", self._name, error)
-                continue
-            async with self._lock:
-                if self._consumer is not None:
-                    self._discover(counts)
+            except Exception as error:  # never a silently dead watcher
+                unexpected(
+                    f"{self._name}:watch", "the %s consumer: topic discovery failed", self._name, error=error
+                )
         self._watcher = None
 
     def _discover(self, counts: dict[str, int]) -> None:
@@ -317,3 +370,10 @@ class FanoutReader:
         if found:
             logger.debug("the %s consumer discovered %s", self._name, sorted(found))
             self._reassign(self._assigned | found, rewind=found)
+
+
+async def _stop_quietly(consumer: Any, name: str) -> None:
+    try:
+        await consumer.stop()
+    except Exception as error:
+        logger.debug("closing the %s consumer: %s", name, error)

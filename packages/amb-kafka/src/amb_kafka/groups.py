@@ -1,5 +1,6 @@
 """Grouped subscriptions: each is a member of a Kafka consumer group, committing only what its
-handlers finished, retrying failures and dead-lettering what keeps failing."""
+handlers finished. The bus decides about retries and dead letters; `KafkaDelivery` carries its
+decisions out."""
 
 from __future__ import annotations
 
@@ -7,27 +8,34 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.errors import (  # type: ignore[import-untyped]
     CommitFailedError,
     ConsumerStoppedError,
     IllegalStateError,
-    KafkaError,
 )
 
 from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError
-from amb_core.message import Message
+from amb_core.errors import AMBError, BrokerUnavailableError
 from amb_core.subscription import Subscription
-from amb_core.wire import decode_or_log
 from amb_kafka.admin import TopicAdmin
+from amb_kafka.boundary import MAPPED, Boundary
+from amb_kafka.complaints import complain, unexpected
 from amb_kafka.deadletter import DeadLetters
+from amb_kafka.delivery import KafkaDelivery
+from amb_kafka.fetching import keep_fetching
 from amb_kafka.naming import group_id, topic_regex, wildcard
 from amb_kafka.offsets import PartitionTracker
 
+if TYPE_CHECKING:
+    from amb_kafka.health import Health
+
 logger = logging.getLogger("amb")
+
+#: What aiokafka raises when a rebalance overtakes a member taking its partitions.
+_REBALANCED = (CommitFailedError, IllegalStateError, ConsumerStoppedError)
 
 #: Wildcard group members of this process, so a topic created here is discovered at once.
 _wildcard_members: weakref.WeakSet[GroupMember] = weakref.WeakSet()
@@ -38,46 +46,26 @@ def topic_created() -> None:
         member.poke()
 
 
-class _Delivery:
-    """The ``ack`` of one record handed to the bus: commit it, retry it, or dead-letter it."""
-
-    __slots__ = ("attempt", "member", "message", "record", "tp", "tracker")
-
-    def __init__(
-        self,
-        member: GroupMember,
-        tp: TopicPartition,
-        tracker: PartitionTracker,
-        record: Any,
-        message: Message,
-    ) -> None:
-        self.member = member
-        self.tp = tp
-        self.tracker = tracker
-        self.record = record
-        self.message = message
-        self.attempt = 1
-
-    async def __call__(self, ok: bool) -> None:
-        member = self.member
-        if ok:
-            member.finish(self.tp, self.tracker, self.record.offset)
-        elif self.attempt < member.max_attempts:
-            self.attempt += 1
-            member.retry(self)
-        elif await member.dead_letters.write(self.record, member.group_id, self.attempt):
-            member.finish(self.tp, self.tracker, self.record.offset)
-
-
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, member: GroupMember) -> None:
+    """Rebalance callbacks of one member's consumer. They may run while the member is leaving
+    (a rebalance completing as its consumer closes), so they are given that consumer rather than
+    looking it up, and whatever they raise is the member's to report, not aiokafka's."""
+
+    def __init__(self, member: GroupMember, consumer: Any) -> None:
         self._member = member
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._member.revoked(revoked)
+        try:
+            await self._member.revoked(self._consumer, revoked)
+        except Exception as error:
+            self._member.rebalance_failed("giving its partitions up", error)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._member.assigned(assigned)
+        try:
+            await self._member.assigned(self._consumer, assigned)
+        except Exception as error:
+            self._member.rebalance_failed("taking its partitions", error)
 
 
 class GroupMember:
@@ -94,8 +82,9 @@ class GroupMember:
         consumer_options: dict[str, Any],
         admin: TopicAdmin,
         dead_letters: DeadLetters,
+        health: Health,
+        boundary: Boundary,
         *,
-        max_attempts: int,
         join_timeout: float,
         discovery_interval: float,
     ) -> None:
@@ -103,7 +92,8 @@ class GroupMember:
         self.subscription = subscription
         self.group_id = group_id(subscription.group, subscription.pattern)
         self.dead_letters = dead_letters
-        self.max_attempts = max_attempts
+        self._health = health
+        self._boundary = boundary
         self._options = consumer_options
         self._admin = admin
         self._join_timeout = join_timeout
@@ -134,37 +124,48 @@ class GroupMember:
             options.setdefault("metadata_max_age_ms", self._discovery_ms)
         else:
             await self._admin.create(pattern)
+            # Joined before the broker's metadata has a new topic, a member would be assigned
+            # none of its partitions until the next metadata refresh (minutes).
+            await self._admin.partition_count(pattern)
             self._known_topics = {pattern}
         consumer = AIOKafkaConsumer(**options)
+        self._health.watch(consumer._client)
         try:
-            await consumer.start()
-        except KafkaError as error:
-            await consumer.stop()
-            raise BrokerUnavailableError(
-                f"could not start the Kafka consumer of {self.group_id}: {error}"
-            ) from error
+            with self._boundary(f"starting the consumer of group {self.group_id}"):
+                await consumer.start()
+        except BaseException:
+            await _stop_quietly(consumer)
+            raise
+        keep_fetching(consumer, f"group {self.group_id}")
         self._consumer = consumer
+        listener = _Listener(self, consumer)
         if wildcard(pattern):
-            consumer.subscribe(pattern=regex.pattern, listener=_Listener(self))
+            consumer.subscribe(pattern=regex.pattern, listener=listener)
             _wildcard_members.add(self)
         else:
-            consumer.subscribe([pattern], listener=_Listener(self))
+            consumer.subscribe([pattern], listener=listener)
         self._tasks = [
             asyncio.ensure_future(self._consume(consumer)),
             asyncio.ensure_future(self._commit_loop()),
         ]
         try:
             await asyncio.wait_for(self._ready.wait(), self._join_timeout)
-        except asyncio.TimeoutError:
+        except BaseException as error:
             await self.stop(drain=0)
-            raise BrokerUnavailableError(
-                f"could not join Kafka consumer group {self.group_id!r} within {self._join_timeout} s"
-            ) from None
+            if isinstance(error, asyncio.TimeoutError):
+                raise BrokerUnavailableError(
+                    f"{self._boundary.name}: could not join consumer group {self.group_id!r} "
+                    f"within join_timeout ({self._join_timeout} s)"
+                ) from None
+            raise
 
     # ---------------------------------------------------------------- rebalancing
 
-    async def assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer = self._consumer
+    async def assigned(self, consumer: Any, assigned: set[TopicPartition]) -> None:
+        if self._stopping or consumer is not self._consumer:
+            # A rebalance that completed while this member was leaving: the partitions are not
+            # read any more, so there is nothing to position (and the consumer may be closing).
+            return
         for tp in assigned:
             self._trackers[tp] = PartitionTracker()
         if not assigned:
@@ -176,24 +177,40 @@ class GroupMember:
         try:
             for attempt, delay in enumerate(backoff_delays(0.1, 1.0)):
                 try:
-                    await self._position(assigned)
-                except (CommitFailedError, IllegalStateError) as error:
-                    logger.debug("group %s rebalanced while taking its partitions: %s", self.group_id, error)
-                    return  # the next generation's assignment comes with its own call
-                except KafkaError as error:
+                    await self._position(consumer, assigned)
+                except Exception as error:
+                    if (
+                        self._stopping
+                        or isinstance(error, _REBALANCED)
+                        or not consumer.assignment() >= assigned
+                    ):
+                        # The group rebalanced meanwhile (aiokafka may then assert that there
+                        # is an assignment), or this member is leaving: the next generation's
+                        # assignment comes with its own call.
+                        logger.debug(
+                            "group %s rebalanced while taking its partitions: %r", self.group_id, error
+                        )
+                        return
+                    if not isinstance(error, MAPPED):
+                        raise  # a bug: reported by the listener
                     if attempt >= 5:
-                        logger.warning("group %s could not position its partitions: %s", self.group_id, error)
+                        self._complain("could not position its partitions", error)
                         return
                     await asyncio.sleep(delay)
                 else:
                     self._ready.set()
                     return
         finally:
-            if consumer.assignment() >= assigned:
+            if not self._stopping and consumer.assignment() >= assigned:
                 consumer.resume(*assigned)
 
-    async def _position(self, assigned: set[TopicPartition]) -> None:
-        consumer = self._consumer
+    def rebalance_failed(self, doing: str, error: Exception) -> None:
+        if self._stopping:
+            logger.debug("group %s, leaving, failed %s: %r", self.group_id, doing, error)
+        else:
+            unexpected(self.group_id, "group %s failed %s", self.group_id, doing, error=error)
+
+    async def _position(self, consumer: Any, assigned: set[TopicPartition]) -> None:
         partitions = list(assigned)
         committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
         starts = [tp for tp, offset in zip(partitions, committed, strict=True) if offset is None]
@@ -206,8 +223,9 @@ class GroupMember:
             consumer.seek(tp, offset)
         await consumer.commit(positions)
 
-    async def revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._commit(only=revoked)
+    async def revoked(self, consumer: Any, revoked: set[TopicPartition]) -> None:
+        if consumer is self._consumer:
+            await self._commit(only=revoked)
         for tp in revoked:
             tracker = self._trackers.pop(tp, None)
             if tracker is not None:
@@ -217,24 +235,45 @@ class GroupMember:
     # ---------------------------------------------------------------- consuming
 
     async def _consume(self, consumer: Any) -> None:
-        subscription = self.subscription
-        offer = subscription.offer
-        trackers = self._trackers
+        """Fetch and hand records to the subscription, for as long as the member runs. Nothing
+        stops this loop but the member's end: fetch errors are retried with backoff, and an
+        unexpected error is logged and the records not handed over yet are read again."""
         delays = backoff_delays()
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=1000)
             except ConsumerStoppedError:
                 return
-            except KafkaError as error:
-                logger.warning("consumer group %s failed to fetch, retrying: %s", self.group_id, error)
+            except MAPPED as error:
+                self._health.suspect(f"group {self.group_id} could not fetch")
+                self._complain("could not fetch, retrying", error)
+                await asyncio.sleep(next(delays))
+                continue
+            except Exception as error:
+                unexpected(self.group_id, "group %s: fetching failed, retrying", self.group_id, error=error)
+                await asyncio.sleep(next(delays))
+                continue
+            try:
+                await self._hand_over(consumer, batches)
+            except Exception as error:
+                unexpected(
+                    self.group_id,
+                    "group %s: handing records over failed; they are read again",
+                    self.group_id,
+                    error=error,
+                )
                 await asyncio.sleep(next(delays))
                 continue
             delays = backoff_delays()
-            for tp, records in batches.items():
-                tracker = trackers.get(tp)
-                if tracker is None:
-                    continue
+
+    async def _hand_over(self, consumer: Any, batches: dict[TopicPartition, list[Any]]) -> None:
+        receive = self.subscription.receive
+        trackers = self._trackers
+        pending = list(batches.items())
+        while pending:
+            tp, records = pending[0]
+            tracker = trackers.get(tp)
+            if tracker is not None:
                 topic = tp.topic
                 add = tracker.add
                 for record in records:
@@ -242,25 +281,46 @@ class GroupMember:
                         break
                     offset = record.offset
                     add(offset)
-                    message = decode_or_log(record.value or b"", topic)
-                    if message is None:
-                        self.finish(tp, tracker, offset)
-                        continue
-                    delivery = _Delivery(self, tp, tracker, record, message)
-                    if not offer(message, delivery):
-                        await subscription.deliver(message, delivery)
+                    try:
+                        waiting = receive(
+                            record.value or b"", topic, KafkaDelivery(self, tp, tracker, record)
+                        )
+                        if waiting is not None:
+                            await waiting
+                    except Exception:
+                        # Whatever went wrong, the records from this one on are read again
+                        # rather than skipped (and never committed past).
+                        tracker.forget(offset)
+                        rest = [later for later in records if later.offset >= offset]
+                        self._rewind(consumer, [(tp, rest), *pending[1:]])
+                        raise
+            pending.pop(0)
+
+    def _rewind(self, consumer: Any, pending: list[tuple[TopicPartition, list[Any]]]) -> None:
+        for tp, records in pending:
+            if records and tp in self._trackers:
+                with contextlib.suppress(IllegalStateError, ValueError):
+                    consumer.seek(tp, records[0].offset)
 
     def finish(self, tp: TopicPartition, tracker: PartitionTracker, offset: int) -> None:
         if tracker.active and tracker.finish(offset):
             self._to_commit[tp] = tracker.position  # type: ignore[assignment]
             self._commit_wanted.set()
 
-    def retry(self, delivery: _Delivery) -> None:
-        if self._stopping:
+    def retry(self, delivery: KafkaDelivery) -> None:
+        """Deliver the record again, here, as the next attempt."""
+        if self._stopping or not delivery.tracker.active:
             return  # left uncommitted: the group reads it again
-        task = asyncio.ensure_future(self.subscription.deliver(delivery.message, delivery))
+        task = asyncio.ensure_future(self._redeliver(delivery))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
+
+    async def _redeliver(self, delivery: KafkaDelivery) -> None:
+        record = delivery.record
+        again = KafkaDelivery(self, delivery.tp, delivery.tracker, record, delivery.attempt + 1)
+        waiting = self.subscription.receive(record.value or b"", delivery.tp.topic, again)
+        if waiting is not None:
+            await waiting
 
     # ---------------------------------------------------------------- committing
 
@@ -269,7 +329,12 @@ class GroupMember:
         while True:
             await self._commit_wanted.wait()
             self._commit_wanted.clear()
-            await self._commit()
+            try:
+                await self._commit()
+            except Exception as error:  # never a silently dead committer
+                unexpected(self.group_id, "group %s: committing failed, retrying", self.group_id, error=error)
+                await asyncio.sleep(1.0)
+                self._commit_wanted.set()
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         pending = self._to_commit
@@ -283,13 +348,27 @@ class GroupMember:
         except (CommitFailedError, IllegalStateError) as error:
             # The partitions moved to another member, which re-reads from the last commit.
             logger.debug("group %s could not commit %s: %s", self.group_id, offsets, error)
-        except KafkaError as error:
-            logger.warning("group %s could not commit offsets, will retry: %s", self.group_id, error)
+        except MAPPED as error:
             for tp, offset in offsets.items():
                 if tp in self._trackers and pending.get(tp, -1) < offset:
                     pending[tp] = offset
-            await asyncio.sleep(0.2)
+            if only is not None:
+                return  # a revocation: the next owner reads from the last commit
+            self._health.suspect(f"group {self.group_id} could not commit")
+            self._complain("could not commit offsets, will retry", error)
+            link = self._health.link
+            if not link.up:
+                with contextlib.suppress(AMBError):
+                    await link.wait_up(None)
+            else:
+                await asyncio.sleep(0.5)
             self._commit_wanted.set()
+
+    def _complain(self, what: str, error: BaseException) -> None:
+        reason = self._boundary.reason(error)
+        complain(
+            self._health.link, f"group:{self.group_id}:{what}", "group %s %s: %s", self.group_id, what, reason
+        )
 
     # ---------------------------------------------------------------- leaving
 
@@ -310,13 +389,18 @@ class GroupMember:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.subscription.drain(), drain)
         if self._consumer is not None:
-            await self._commit()
+            with contextlib.suppress(*MAPPED):
+                await self._commit()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            try:
-                await consumer.stop()
-            except KafkaError as error:
-                logger.debug("closing the consumer of group %s: %s", self.group_id, error)
+            await _stop_quietly(consumer)
+
+
+async def _stop_quietly(consumer: Any) -> None:
+    try:
+        await consumer.stop()
+    except Exception as error:
+        logger.debug("closing a Kafka consumer: %s", error)

@@ -30,6 +30,11 @@ class PartitionTracker:
         """``offset`` was handed to the bus (offsets arrive in increasing order)."""
         self._pending.append(offset)
 
+    def forget(self, offset: int) -> None:
+        """``offset``, the last one added, was not handed over after all (it is read again)."""
+        if self._pending and self._pending[-1] == offset:
+            self._pending.pop()
+
     def finish(self, offset: int) -> bool:
         """``offset`` was handled (or given up on); True if `position` moved."""
         pending = self._pending
