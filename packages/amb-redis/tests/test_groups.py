@@ -3,6 +3,7 @@ take-over of dead consumers, and what the adapter leaves in Redis."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from amb_core import Message
+from amb_core import Message, MessageBus
 from amb_core.wire import decode, encode
 from conftest import WAIT, BusFactory, LogWaiter, Received, eventually
 
@@ -22,11 +23,45 @@ def stream(topic: str) -> str:
     return f"amb:stream:{topic}"
 
 
+def attempts_key(topic: str, group: str = "workers") -> str:
+    return f"amb:attempts:{topic}:{group}"
+
+
+async def _group_made_by_hand(admin: redis.Redis, topic: str) -> None:
+    """Group "workers" on ``topic``, as the adapter makes it, before any bus has joined."""
+    await admin.xgroup_create(stream(topic), "workers", id="$", mkstream=True)
+    await admin.zadd("amb:groups", {topic: int(time.time())})
+    await admin.delete("amb:routes")
+
+
+async def _forget_group_made_by_hand(admin: redis.Redis, topic: str, bus: MessageBus) -> None:
+    # Its crashed consumer keeps the group alive (until group_retention): once the test's bus
+    # has left, clean up after it.
+    await bus.disconnect()
+    await admin.zrem("amb:groups", topic)
+    await admin.hdel("amb:vouched", f"{topic} workers")
+    await admin.delete(stream(topic), f"amb:idle:{topic}", attempts_key(topic), "amb:routes")
+
+
+async def _dead_letters(admin: redis.Redis, topic: str, count: int) -> list[Any]:
+    """The dead letters of group "workers" on ``topic``, once there are ``count``: Redis keeps
+    them where there is nothing to await, so this looks again until they are there."""
+    entries: list[Any] = []
+
+    async def enough() -> bool:
+        nonlocal entries
+        entries = list(await admin.xrange(f"amb:dlq:{topic}:workers"))
+        return len(entries) >= count
+
+    await eventually(enough)
+    return entries
+
+
 async def test_a_failing_entry_is_retried_then_dead_lettered(
     make_bus: BusFactory, topic: str, admin: redis.Redis, log_waiter: Callable[[str], LogWaiter]
 ) -> None:
     bus = await make_bus(max_attempts=3)
-    dead = log_waiter("dead-letter stream")
+    dead = log_waiter("dead-lettered")
     got = Received()
     attempts: list[str] = []
 
@@ -51,6 +86,60 @@ async def test_a_failing_entry_is_retried_then_dead_lettered(
         b"3",
         stream(topic).encode(),
     )
+    assert fields[b"reason"] == b"handler raised RuntimeError: cannot handle this one"
+    original: Any = await admin.xrange(stream(topic), fields[b"id"], fields[b"id"])
+    assert original[0][1][b"message"] == fields[b"message"]  # moved as received
+
+    async def settled() -> bool:
+        summary: Any = await admin.xpending(stream(topic), "workers")
+        # The failure count is forgotten once the entry is dead-lettered.
+        return bool(summary["pending"] == 0) and not await admin.exists(attempts_key(topic))
+
+    await eventually(settled)
+    await admin.delete(f"amb:dlq:{topic}:workers")
+
+
+async def test_an_entry_that_fails_then_succeeds_leaves_no_failure_count(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    bus = await make_bus(max_attempts=3)
+    got = Received()
+    calls: list[int] = []
+
+    async def fails_twice(message: Message) -> None:
+        calls.append(message.payload["n"])
+        if len(calls) < 3:
+            raise RuntimeError("not yet")
+        await got(message)
+
+    await bus.subscribe(topic, fails_twice, group="workers")
+    await bus.publish(topic, {"n": 7})
+    await got.wait_for(1)
+    assert calls == [7, 7, 7]
+
+    async def settled() -> bool:
+        summary: Any = await admin.xpending(stream(topic), "workers")
+        return bool(summary["pending"] == 0) and not await admin.exists(attempts_key(topic))
+
+    await eventually(settled)
+    assert not await admin.exists(f"amb:dlq:{topic}:workers")
+
+
+async def test_a_garbled_entry_is_dead_lettered_with_its_reason(
+    make_bus: BusFactory, topic: str, admin: redis.Redis, log_waiter: Callable[[str], LogWaiter]
+) -> None:
+    bus = await make_bus()
+    invalid = log_waiter("not a valid AMB envelope")
+    got = Received()
+    await bus.subscribe(topic, got, group="workers")
+    await bus.adapter.publish_raw(topic, b"\x00garbage")
+    await bus.publish(topic, {"after": True})
+    await got.wait_for(1)
+    assert topic in (await invalid.wait()).getMessage()
+    [(_, fields)] = await _dead_letters(admin, topic, 1)
+    assert fields[b"message"] == b"\x00garbage"
+    assert b"not an AMB envelope" in fields[b"reason"]
+    assert fields[b"attempts"] == b"1"
 
     async def nothing_pending() -> bool:
         summary: Any = await admin.xpending(stream(topic), "workers")
@@ -60,23 +149,87 @@ async def test_a_failing_entry_is_retried_then_dead_lettered(
     await admin.delete(f"amb:dlq:{topic}:workers")
 
 
-async def test_a_garbled_entry_is_skipped_and_acknowledged(
-    make_bus: BusFactory, topic: str, admin: redis.Redis, log_waiter: Callable[[str], LogWaiter]
+async def test_a_hostile_entry_read_with_good_ones_is_dead_lettered_and_they_are_handled_once(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
 ) -> None:
-    bus = await make_bus()
-    skipped = log_waiter("not an AMB envelope")
+    """Issue 11, problem 3: an envelope whose timestamp overflows used to kill the read loop,
+    and the good entries read with it were claimed again and again until dead-lettered."""
+    await _group_made_by_hand(admin, topic)
+    good = [Message(id=f"good-{n}", topic=topic, payload={"n": n}) for n in range(3)]
+    hostile = b'{"amb":1,"id":"hostile","topic":"x","payload":{},"timestamp":"9999-12-31T23:59:59-23:59"}'
+    for data in (encode(good[0]), hostile, encode(good[1]), encode(good[2])):
+        await admin.xadd(stream(topic), {"message": data})
+    bus = await make_bus(prefetch=10)  # all four in the first read
     got = Received()
     await bus.subscribe(topic, got, group="workers")
-    await bus.adapter.publish_raw(topic, b"\x00garbage")
-    await bus.publish(topic, {"after": True})
-    await got.wait_for(1)
-    assert topic in (await skipped.wait()).getMessage()
+    await got.wait_for(3)
+    [(_, fields)] = await _dead_letters(admin, topic, 1)
+    assert fields[b"message"] == hostile
+    assert b"OverflowError" in fields[b"reason"]
+    # The consumer reads on, and nothing was delivered twice.
+    await bus.publish(topic, {"n": 3}, wait_for_confirmation=True)
+    await got.wait_for(4)
+    assert [m.payload["n"] for m in got.messages] == [0, 1, 2, 3]
 
     async def nothing_pending() -> bool:
         summary: Any = await admin.xpending(stream(topic), "workers")
         return bool(summary["pending"] == 0)
 
     await eventually(nothing_pending)
+    assert len(got.messages) == 4
+    await admin.delete(f"amb:dlq:{topic}:workers")
+
+
+async def test_a_take_over_is_not_an_attempt(make_bus: BusFactory, topic: str, admin: redis.Redis) -> None:
+    """A crashed consumer's entry taken over many times (Redis counts each take-over as a
+    delivery) still gets its max_attempts handler calls."""
+    await _group_made_by_hand(admin, topic)
+    message = Message(id="orphan-1", topic=topic, payload={"n": 1})
+    await admin.xadd(stream(topic), {"message": encode(message)})
+    await admin.xreadgroup("workers", "crashed", {stream(topic): ">"}, count=1)
+    [[_, [(entry_id, _)]]] = await admin.xreadgroup("workers", "crashed", {stream(topic): "0"}, count=1)
+    for _ in range(5):  # five more crashed consumers took it over, one after the other
+        await admin.xclaim(stream(topic), "workers", "crashed", 0, [entry_id])
+    bus = await make_bus(claim_idle=0.3, max_attempts=2)
+    got = Received()
+    calls: list[str] = []
+
+    async def fails_once(message: Message) -> None:
+        calls.append(message.id)
+        if len(calls) == 1:
+            raise RuntimeError("first attempt fails")
+        await got(message)
+
+    await bus.subscribe(topic, fails_once, group="workers")
+    await got.wait_for(1)
+    assert calls == ["orphan-1", "orphan-1"]
+    assert not await admin.exists(f"amb:dlq:{topic}:workers")
+    await _forget_group_made_by_hand(admin, topic, bus)
+
+
+async def test_failures_before_a_crash_still_count_after_the_take_over(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    await _group_made_by_hand(admin, topic)
+    message = Message(id="orphan-2", topic=topic, payload={"n": 2})
+    entry_id = await admin.xadd(stream(topic), {"message": encode(message)})
+    await admin.xreadgroup("workers", "crashed", {stream(topic): ">"}, count=1)
+    # The crashed consumer's handler had failed once (what the adapter records on a failure).
+    await admin.hset(attempts_key(topic), entry_id, 1)
+    bus = await make_bus(claim_idle=0.3, max_attempts=2)
+    calls: list[str] = []
+
+    async def always_fails(message: Message) -> None:
+        calls.append(message.id)
+        raise RuntimeError("still broken")
+
+    await bus.subscribe(topic, always_fails, group="workers")
+    [(_, fields)] = await _dead_letters(admin, topic, 1)
+    assert calls == ["orphan-2"]  # attempt 2 of 2: dead-lettered after it
+    assert fields[b"attempts"] == b"2"
+    assert not await admin.exists(attempts_key(topic))
+    await admin.delete(f"amb:dlq:{topic}:workers")
+    await _forget_group_made_by_hand(admin, topic, bus)
 
 
 async def test_an_entry_abandoned_at_shutdown_goes_to_another_member(
@@ -128,8 +281,7 @@ async def test_a_dead_consumers_entries_are_taken_over(
     make_bus: BusFactory, topic: str, admin: redis.Redis
 ) -> None:
     # A consumer that read an entry and died without a word, as a crashed process would.
-    await admin.xgroup_create(stream(topic), "workers", id="$", mkstream=True)
-    await admin.zadd("amb:groups", {topic: int(time.time())})
+    await _group_made_by_hand(admin, topic)
     message = Message(id="orphan-1", topic=topic, payload={"n": 1})
     await admin.xadd(stream(topic), {"message": encode(message)})
     await admin.xreadgroup("workers", "crashed", {stream(topic): ">"}, count=1)
@@ -138,9 +290,7 @@ async def test_a_dead_consumers_entries_are_taken_over(
     await bus.subscribe(topic, got, group="workers")
     [taken_over] = await got.wait_for(1)
     assert taken_over.id == "orphan-1"
-    # The crashed consumer keeps the group alive (until group_retention): clean up after it.
-    await admin.zrem("amb:groups", topic)
-    await admin.delete(stream(topic), f"amb:idle:{topic}")
+    await _forget_group_made_by_hand(admin, topic, bus)
 
 
 async def test_the_last_member_leaving_removes_the_group(
@@ -182,3 +332,47 @@ async def test_groups_nobody_vouches_for_are_forgotten(
 
     await eventually(forgotten)
     assert await admin.zscore("amb:groups", topic) is not None
+
+
+async def test_a_dead_group_is_forgotten_while_a_live_one_on_the_same_stream_stays(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    """A group whose members all died would keep its backlog for good, and hold up the stream's
+    publishers once it reaches stream_maxlen: it is deleted after group_retention."""
+    await admin.xgroup_create(stream(topic), "dead", id="$", mkstream=True)
+    await admin.hset("amb:vouched", f"{topic} dead", 1)  # last vouched for in 1970
+    bus = await make_bus(group_retention=60, claim_idle=0.2)
+    await bus.subscribe(topic, Received(), group="live")
+
+    async def only_the_live_one() -> bool:
+        groups: Any = await admin.xinfo_groups(stream(topic))
+        return [group["name"] for group in groups] == [b"live"]
+
+    await eventually(only_the_live_one)
+    assert await admin.hget("amb:vouched", f"{topic} dead") is None
+    assert await admin.hget("amb:vouched", f"{topic} live") is not None
+
+
+async def test_a_reader_that_hits_an_unexpected_error_says_so_and_goes_on(
+    make_bus: BusFactory, topic: str, admin: redis.Redis, log_waiter: Callable[[str], LogWaiter]
+) -> None:
+    bus = await make_bus(claim_idle=300)
+    got = Received()
+    await bus.subscribe(topic, got, group="workers")
+    await bus.publish(topic, {"n": 0}, wait_for_confirmation=True)
+    await got.wait_for(1)
+    failing = log_waiter("failed; trying again")
+    # Someone overwrote the stream with a string: every read now gets WRONGTYPE.
+    await admin.delete(stream(topic))
+    await admin.set(stream(topic), b"not a stream")
+    await admin.publish(f"amb:wake:{topic}", b"claim")
+    record = await failing.wait()
+    assert record.levelno == logging.ERROR and "WRONGTYPE" in str(
+        record.exc_info[1] if record.exc_info else ""
+    )
+    recreated = log_waiter("was gone")
+    await admin.delete(stream(topic))  # the reader, still trying, finds the group gone and makes it again
+    await recreated.wait()
+    await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    await got.wait_for(2)
+    assert [p["n"] for p in got.payloads] == [0, 1]

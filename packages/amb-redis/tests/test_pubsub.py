@@ -12,10 +12,10 @@ import redis.asyncio as redis
 from test_units import random_pattern, random_topic
 
 from amb_core import MessageBus
-from amb_core.errors import BrokerUnavailableError
+from amb_core.errors import BrokerUnavailableError, MessageTooLargeError
 from amb_core.topics import topic_matches
 from amb_core.wire import decode
-from amb_redis import RedisBroker
+from amb_redis import DEFAULT_MAX_MESSAGE_SIZE, RedisBroker
 from amb_redis._scripts import _COMMON
 from conftest import WAIT, BusFactory, Received
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_the_scripts_route_by_the_same_rules_as_the_bus(admin: redis.Redis) -> None:
-    source = (
-        _COMMON.format(prefix="amb:", maxlen=1, dlq_maxlen=1) + "return matches(ARGV[1], ARGV[2]) and 1 or 0"
-    )
+    source = _COMMON.format(prefix="amb:", maxlen=1) + "return matches(ARGV[1], ARGV[2]) and 1 or 0"
     rng = random.Random(11)
     pairs = [(random_pattern(rng), random_topic(rng)) for _ in range(400)]
     async with admin.pipeline(transaction=False) as pipe:
@@ -139,3 +137,36 @@ async def test_disconnect_delivers_what_was_published_without_confirmation(
 @pytest.fixture
 async def bus_and_topic(make_bus: BusFactory, topic: str) -> tuple[MessageBus, str]:
     return await make_bus(), topic
+
+
+async def test_a_message_over_max_message_size_is_refused_before_sending(
+    make_bus: BusFactory, topic: str
+) -> None:
+    bus = await make_bus()
+    assert bus.adapter.max_message_size == DEFAULT_MAX_MESSAGE_SIZE == 8 * 1024 * 1024
+    got = Received()
+    await bus.subscribe(topic, got)
+    await bus.subscribe(topic, got, group="workers")
+    for confirm in (False, True):
+        with pytest.raises(MessageTooLargeError) as raised:
+            await bus.publish(topic, {"s": "x" * DEFAULT_MAX_MESSAGE_SIZE}, wait_for_confirmation=confirm)
+        assert str(DEFAULT_MAX_MESSAGE_SIZE) in str(raised.value)
+    await bus.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await got.wait_for(2)
+    assert got.payloads == [{"after": True}, {"after": True}]
+
+
+async def test_a_large_message_within_max_message_size_arrives_whole(
+    make_bus: BusFactory, topic: str
+) -> None:
+    size = 20_000_000
+    bus = await make_bus(max_message_size=size + 1000)
+    plain, grouped = Received(), Received()
+    await bus.subscribe(topic, plain)
+    await bus.subscribe(topic, grouped, group="workers")
+    blob = "y" * size
+    await bus.publish(topic, {"blob": blob}, wait_for_confirmation=True)
+    await bus.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await plain.wait_for(2)
+    await grouped.wait_for(2)
+    assert plain.payloads[0]["blob"] == blob and grouped.payloads[0]["blob"] == blob

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from fnmatch import fnmatchcase
+from typing import Any
 
 import pytest
 from redis.asyncio.connection import SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from amb_core.topics import topic_matches
-from amb_redis import RedisBroker
+from amb_redis import RedisBroker, _replies
 from amb_redis._names import Names, redis_glob
-from amb_redis._replies import _Incomplete, parse
+from amb_redis._replies import _Incomplete, parse, read_replies
 from amb_redis._resp import command
 
 SEGMENTS = ["a", "b", "c", "_amb", "x-y"]
@@ -92,8 +96,8 @@ def test_tls_and_passwords_pass_through_to_redis_py() -> None:
     broker = RedisBroker(
         "rediss://user:s3cret@example.invalid:6380/2?ssl_cert_reqs=none", socket_connect_timeout=1
     )
-    assert issubclass(broker._connection_class, SSLConnection)
-    kwargs = broker._connection_kwargs
+    assert issubclass(broker._connector.connection_class, SSLConnection)
+    kwargs = broker._connector.kwargs
     assert (kwargs["username"], kwargs["password"], kwargs["db"], kwargs["port"]) == (
         "user",
         "s3cret",
@@ -111,13 +115,111 @@ def test_an_option_redis_py_does_not_take_fails_at_once() -> None:
 
 def test_a_unix_socket_url_is_accepted() -> None:
     broker = RedisBroker("unix:///run/redis/redis.sock?db=3")
-    assert broker._connection_kwargs["path"] == "/run/redis/redis.sock"
-    assert broker._connection_kwargs["db"] == 3
+    assert broker._connector.kwargs["path"] == "/run/redis/redis.sock"
+    assert broker._connector.kwargs["db"] == 3
 
 
 @pytest.mark.parametrize(
-    "options", [{"max_attempts": 0}, {"prefetch": 0}, {"claim_idle": 0}, {"prefix": "a b"}]
+    "options",
+    [
+        {"max_attempts": 0},
+        {"prefetch": 0},
+        {"claim_idle": 0},
+        {"prefix": "a b"},
+        {"outage_timeout": 0},
+        {"connect_timeout": -1},
+        {"max_message_size": 0},
+        {"stream_maxlen": 0},
+    ],
 )
 def test_bad_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RedisBroker("redis://localhost", **options)  # type: ignore[arg-type]
+
+
+class CountingReader(asyncio.StreamReader):
+    """A StreamReader that counts how often the reply reader asks it for data."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(limit=1 << 16)
+        self.feed_data(data)
+        self.feed_eof()
+        self.reads = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        return await super().read(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        self.reads += 1
+        return await super().readexactly(n)
+
+
+def _resp(value: Any) -> bytes:
+    if value is None:
+        return b"$-1\r\n"
+    if isinstance(value, bytes):
+        return b"$%d\r\n%s\r\n" % (len(value), value)
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if isinstance(value, ResponseError):
+        return b"-%s\r\n" % str(value).encode()
+    return b"*%d\r\n" % len(value) + b"".join(_resp(item) for item in value)
+
+
+async def _read_all(reader: asyncio.StreamReader) -> list[Any]:
+    got: list[Any] = []
+    with contextlib.suppress(RedisConnectionError):  # the end of the data
+        async for batch in read_replies(reader):
+            got.extend(batch)
+    return got
+
+
+@pytest.mark.anyio
+async def test_a_large_reply_is_read_in_a_few_reads() -> None:
+    """Issue 11, problem 9: a 40 MB reply was read 64 KiB at a time, the buffer copied whole
+    each time (11.5 s). Now the rest of a long bulk string is read at once."""
+    blob = bytes(range(256)) * (40_000_000 // 256)
+    reader = CountingReader(_resp(blob) + b":1\r\n")
+    assert await _read_all(reader) == [blob, 1]
+    assert reader.reads <= 4, reader.reads
+
+
+@pytest.mark.anyio
+async def test_a_reply_of_many_large_entries_is_read_in_time_linear_in_its_size() -> None:
+    entries = [[b"%d-0" % n, [b"message", bytes([n]) * 1_000_000]] for n in range(30)]
+    reply = [[b"amb:stream:x", entries]]  # what XREADGROUP answers
+    reader = CountingReader(_resp(reply) + b"+OK\r\n")
+    assert await _read_all(reader) == [reply, b"OK"]
+    assert reader.reads <= 2 * len(entries) + 4, reader.reads
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("read_size", [1, 3, 16, 1 << 16])
+async def test_replies_split_anywhere_are_read_whole(monkeypatch: pytest.MonkeyPatch, read_size: int) -> None:
+    monkeypatch.setattr(_replies, "_READ_SIZE", read_size)
+    rng = random.Random(read_size)
+
+    def value(depth: int) -> Any:
+        kind = rng.choice(["bulk", "int", "nil", "error", "array"] if depth < 3 else ["bulk", "int"])
+        if kind == "bulk":
+            return bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 5, 40, 300])))
+        if kind == "int":
+            return rng.randint(-5, 10**6)
+        if kind == "nil":
+            return None
+        if kind == "error":
+            return ResponseError("ERR something")
+        return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+
+    replies = [value(0) for _ in range(200)]
+    got = await _read_all(CountingReader(b"".join(_resp(reply) for reply in replies)))
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, ResponseError):
+            return ("error", str(item))
+        if isinstance(item, list):
+            return [plain(x) for x in item]
+        return item
+
+    assert [plain(item) for item in got] == [plain(item) for item in replies]

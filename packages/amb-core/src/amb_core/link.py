@@ -37,7 +37,7 @@ class Link:
     127.0.0.1:6379", "RabbitMQ at amqp://guest:***@localhost/".
     """
 
-    __slots__ = ("_lost_at", "_reason", "_reminded_at", "_waiters", "name", "up")
+    __slots__ = ("_log_kind", "_lost_at", "_reason", "_reminded_at", "_waiters", "name", "up")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -47,6 +47,8 @@ class Link:
         self._reminded_at = 0.0
         self._reason = ""
         self._waiters: list[asyncio.Future[None]] = []
+        #: Throttled per link, not per broker: every bus on one broker reports its own outage.
+        self._log_kind = f"link:{id(self)}"
 
     def __repr__(self) -> str:
         return f"<Link {self.name} {'up' if self.up else f'down for {self.down_for:.1f} s'}>"
@@ -72,7 +74,7 @@ class Link:
         # Throttled: a connection that flaps must not flood the log either.
         throttled(
             logger,
-            "link:" + self.name,
+            self._log_kind,
             "lost the connection to %s (%s); reconnecting",
             self.name,
             self._reason,
@@ -99,7 +101,7 @@ class Link:
         self.up = True
         throttled(
             logger,
-            "link:" + self.name,
+            self._log_kind,
             "the connection to %s is back after %.1f s",
             self.name,
             time.monotonic() - self._lost_at,

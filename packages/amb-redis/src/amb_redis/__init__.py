@@ -6,7 +6,7 @@ Streams consumer groups (at least once, with redelivery and a dead-letter stream
 
 from __future__ import annotations
 
-from amb_redis.broker import RedisBroker
+from amb_redis.broker import DEFAULT_MAX_MESSAGE_SIZE, RedisBroker
 
-__all__ = ["RedisBroker"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "RedisBroker"]
 __version__ = "0.1.0"

@@ -8,10 +8,18 @@ read (both in one pipelined write), so a publish either lands before that read o
 and publishes a wake-up on the stream's wake channel, which the adapter's Pub/Sub connection
 turns into `GroupConsumer.wake`. Idle groups therefore cost no task, timer or round trip.
 
-At-least-once: an entry is XACKed after its handler succeeded (``ack(True)``); after a failure
-it is claimed again (which counts the attempt) and redelivered, until it has been delivered
-``max_attempts`` times; then it goes to the dead-letter stream. Entries another consumer left
-pending (it died, or left and released them) are taken over with XAUTOCLAIM.
+Every entry goes to the subscription as raw bytes with a `StreamDelivery` (`Subscription.receive`
+decodes it; what is not a valid envelope is dead-lettered by the bus with its reason). The bus
+decides what happens next and the delivery maps it onto Redis: ``ack`` is XACK; ``retry``
+redelivers the entry to the same consumer at once; ``dead_letter`` moves it to the group's
+dead-letter stream; ``release`` leaves it to `GroupConsumer.release`, which hands everything
+the consumer still holds back to the group when it leaves. Entries another consumer left
+pending (it died, or left) are taken over with XAUTOCLAIM.
+
+Attempts count handler failures only: a hash per group (``<prefix>attempts:<pattern>:<group>``)
+holds, for entries that failed, how often. It is written only when a handler fails and read
+only when a failed or taken-over entry is delivered again, so the hot path never touches it;
+Redis's own delivery counter, which a take-over also increments, is not used.
 """
 
 from __future__ import annotations
@@ -20,14 +28,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.exceptions import ResponseError
 
+from amb_core.backoff import backoff_delays
+from amb_core.delivery import Delivery
 from amb_core.errors import BrokerUnavailableError
-from amb_core.subscription import Ack, Subscription
-from amb_core.wire import decode_or_log
+from amb_core.logs import throttled
+from amb_core.subscription import Subscription
 from amb_redis._names import Names
 from amb_redis._pipe import CommandPipe
 from amb_redis._resp import bulk, command
@@ -41,7 +51,7 @@ _CLAIM_BATCH = 100
 class GroupSettings:
     """What every consumer of one adapter shares."""
 
-    __slots__ = ("claim_idle_ms", "max_attempts", "names", "pipe", "prefetch", "ready", "scripts", "timeout")
+    __slots__ = ("claim_idle_ms", "name", "names", "pipe", "prefetch", "ready", "scripts", "timeout")
 
     def __init__(
         self,
@@ -49,7 +59,7 @@ class GroupSettings:
         pipe: CommandPipe,
         scripts: Scripts,
         names: Names,
-        max_attempts: int,
+        name: str,
         prefetch: int | None,
         claim_idle: float,
         timeout: float,
@@ -62,10 +72,35 @@ class GroupSettings:
         self.ready = ready
         self.scripts = scripts
         self.names = names
-        self.max_attempts = max_attempts
+        self.name = name
         self.prefetch = prefetch
         self.claim_idle_ms = int(claim_idle * 1000)
         self.timeout = timeout
+
+
+class StreamDelivery(Delivery):
+    """One stream entry handed to a grouped subscription (see the module docstring)."""
+
+    __slots__ = ("_consumer", "_id")
+
+    def __init__(self, consumer: GroupConsumer, entry_id: bytes, attempt: int = 1) -> None:
+        self.attempt = attempt  # what Delivery.__init__ does, without a call per entry
+        self._consumer = consumer
+        self._id = entry_id
+
+    async def ack(self) -> None:
+        self._consumer.acknowledge(self._id, self.attempt)
+
+    async def retry(self) -> None:
+        self._consumer.retry(self._id)
+
+    async def dead_letter(self, reason: str) -> str:
+        return await self._consumer.dead_letter(self._id, self.attempt, reason)
+
+    async def release(self) -> None:
+        # What the consumer still holds goes back to the group in one go when it leaves
+        # (`GroupConsumer.release`, which also covers handlers cancelled at shutdown).
+        self._consumer.settled()
 
 
 class GroupConsumer:
@@ -80,14 +115,16 @@ class GroupConsumer:
         self.consumer = consumer
         self._settings = settings
         self._pipe = settings.pipe
+        self._scripts = settings.scripts
         names = settings.names
         self.stream = names.stream(self.pattern)
         self.wake_channel = names.wake(self.pattern).encode()
+        #: Where `dead_letter` moves entries.
+        self.dead_letters = names.dead_letters(self.pattern, self.group)
         self._stream = self.stream.encode()
         self._group = self.group.encode()
         self._consumer = consumer.encode()
         self._pattern = self.pattern.encode()
-        self._dead_letters = names.dead_letters(self.pattern, self.group)
         self._source = f"stream {self.stream} (group {self.group})"
         # A little more than the handlers can take, so the next entry is already here when
         # one finishes, yet little enough that members of a group share the work.
@@ -98,11 +135,16 @@ class GroupConsumer:
         )  # fmt: skip
         self._arm = command(b"SET", names.idle(self.pattern).encode(), b"1")
         self._ack_header = b"*4\r\n" + bulk(b"XACK") + bulk(self._stream) + bulk(self._group)
+        self._done_header = self._scripts.done.header(3) + bulk(self._pattern) + bulk(self._group)
         self._unacked = 0
         self._room: asyncio.Future[None] | None = None
         self._failed: deque[bytes] = deque()
         self._claim_due = True
         self._cursor = b"0-0"
+        #: The newest entry this consumer was given (None: none yet), and whether to look for
+        #: entries it was given after that without knowing (see `reconnected`).
+        self._last_seen: bytes | None = None
+        self._recover_due = False
         self._again = False
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -115,15 +157,15 @@ class GroupConsumer:
         await self.ensure()
         self.wake()
 
-    async def ensure(self) -> bool:
+    async def ensure(self, *, urgent: bool = False) -> bool:
         """Create the stream, group and consumer if missing and register the pattern for
-        publishers; True if the group had to be created."""
+        publishers; True if the group had to be created. ``urgent`` while the adapter restores
+        itself after a reconnect (see `CommandPipe`)."""
         created = await self._pipe.call(
-            self._settings.scripts.ensure.call(
-                self._pattern, self._group, self._consumer, b"%d" % int(time.time())
-            ),
-            resend=True,
+            self._scripts.ensure.call(self._pattern, self._group, self._consumer, b"%d" % int(time.time())),
+            resend=not urgent,
             timeout=self._settings.timeout,
+            urgent=urgent,
         )
         return bool(created)
 
@@ -132,9 +174,7 @@ class GroupConsumer:
         within ``group_retention``), recreate what a restarted Redis lost, and take over
         entries of dead consumers."""
         self._pipe.send(
-            self._settings.scripts.ensure.call(
-                self._pattern, self._group, self._consumer, b"%d" % int(time.time())
-            ),
+            self._scripts.ensure.call(self._pattern, self._group, self._consumer, b"%d" % int(time.time())),
             self._refreshed,
             True,
         )
@@ -144,14 +184,20 @@ class GroupConsumer:
             logger.debug("could not refresh %r: %s", self, created)
             return
         if created:
-            self._cursor = b"0-0"
-            logger.warning(
-                "consumer group %r on stream %r was gone (Redis restarted without persistence, or the "
-                "group expired): entries it had not delivered or acknowledged are lost; recreated it",
-                self.group,
-                self.stream,
-            )
+            self.recreated()
         self.claim_later()
+
+    def recreated(self) -> None:
+        """`ensure` found the group gone while this consumer was in it: say what that means."""
+        self._cursor = b"0-0"
+        logger.warning(
+            "%s: consumer group %r on stream %r was gone (Redis lost its data: it runs without "
+            "appendonly persistence, or the group expired): entries it had not delivered or "
+            "acknowledged are lost; recreated it",
+            self._settings.name,
+            self.group,
+            self.stream,
+        )
 
     def wake(self, reason: bytes = b"") -> None:
         """Something may be waiting in the stream (a wake-up, a reconnect, the claim timer)."""
@@ -169,27 +215,105 @@ class GroupConsumer:
         self._claim_due = True
         self.wake()
 
+    def reconnected(self) -> None:
+        """The connection was lost and is back: a read in flight then may have been run by
+        Redis with its answer lost, leaving entries pending for this consumer that it never
+        got. The next pump run delivers them (at once, rather than after ``claim_idle``)."""
+        self._recover_due = True
+        self.claim_later()
+
+    # -- settling (called through StreamDelivery) ------------------------------------------
+
+    def settled(self) -> None:
+        """One entry handed to the subscription is settled: room for the next."""
+        self._unacked -= 1
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def acknowledge(self, entry_id: bytes, attempt: int) -> None:
+        if attempt == 1:
+            self._pipe.send(self._ack_header + bulk(entry_id), None, True)
+        else:  # it failed before: forget its failures too
+            self._pipe.send(self._done_header + bulk(entry_id), None, True)
+        self.settled()
+
+    def retry(self, entry_id: bytes) -> None:
+        self._failed.append(entry_id)
+        self.settled()
+        self.wake()
+
+    async def dead_letter(self, entry_id: bytes, attempt: int, reason: str) -> str:
+        self.settled()
+        dropped = await self._pipe.call(
+            self._scripts.dead_letter.call(
+                self._pattern,
+                self._group,
+                entry_id,
+                b"%d" % attempt,
+                reason.encode("utf-8", "replace"),
+            ),
+            resend=True,
+        )
+        if dropped:
+            throttled(
+                logger,
+                "dlq:" + self.dead_letters,
+                "%s: dead-letter stream %r is at dead_letter_maxlen: dropped its %d oldest entries",
+                self._settings.name,
+                self.dead_letters,
+                dropped,
+            )
+        return self.dead_letters
+
     # -- the pump ---------------------------------------------------------------------------
 
     async def _pump(self) -> None:
+        # An unexpected error must never leave the consumer dead without a word: it is logged,
+        # and the pump goes on after a pause (backing off while the error persists).
+        trouble: Iterator[float] | None = None
+        group_missing = False
         try:
             while not self._stopped:
                 try:
+                    if group_missing:
+                        group_missing = False
+                        if await self.ensure():
+                            self.recreated()
                     if not await self._step():
                         return
+                    trouble = None
+                except BrokerUnavailableError:
+                    return  # the adapter wakes every consumer once the connection is back
                 except ResponseError as error:
                     if "NOGROUP" not in str(error):
-                        raise
-                    if not self._settings.ready():
+                        trouble = await self._trouble(error, trouble)
+                    elif not self._settings.ready():
                         return  # the adapter wakes every consumer once Pub/Sub is back
-                    await self._recreate()
-        except BrokerUnavailableError:
-            pass  # the adapter wakes every consumer once the connection is back
-        except Exception:
-            logger.exception("reading %r failed", self)
+                    else:
+                        group_missing = True
+                except Exception as error:
+                    trouble = await self._trouble(error, trouble)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+
+    async def _trouble(self, error: Exception, trouble: Iterator[float] | None) -> Iterator[float]:
+        if trouble is None:
+            trouble = backoff_delays(0.1, 5.0)
+            logger.error("%s: reading %r failed; trying again", self._settings.name, self, exc_info=error)
+        else:
+            throttled(
+                logger,
+                "pump:" + self._source,
+                "%s: reading %r still fails: %s",
+                self._settings.name,
+                self,
+                error,
+                level=logging.ERROR,
+            )
+        await asyncio.sleep(next(trouble))
+        return trouble
 
     async def _step(self) -> bool:
         """One round of reading; False once there is nothing left to do."""
@@ -201,6 +325,10 @@ class GroupConsumer:
             self._room = asyncio.get_running_loop().create_future()
             await self._room
             return True
+        if self._recover_due:
+            self._recover_due = False
+            if await self._recover():
+                return True
         if self._claim_due:
             self._claim_due = False
             if await self._claim():
@@ -211,16 +339,6 @@ class GroupConsumer:
         self._pipe.send(self._arm, None, True)
         return await self._deliver(await self._pipe.call(self._read)) or self._again
 
-    async def _recreate(self) -> None:
-        self._cursor = b"0-0"
-        if await self.ensure():
-            logger.warning(
-                "consumer group %r on stream %r was gone (Redis restarted without persistence, or the "
-                "group expired): entries it had not delivered or acknowledged are lost; recreated it",
-                self.group,
-                self.stream,
-            )
-
     async def _deliver(self, reply: Any) -> bool:
         """Hand the entries of an XREADGROUP reply to the subscription; False if there were none."""
         if not reply:
@@ -228,84 +346,93 @@ class GroupConsumer:
         entries = reply[0][1]
         if not entries:
             return False
-        await self._deliver_entries(entries)
-        return True
-
-    async def _deliver_entries(self, entries: list[Any]) -> None:
-        subscription = self.subscription
+        receive = self.subscription.receive
+        source = self._source
+        self._last_seen = entries[-1][0]  # '>' reads come in stream order
         for entry_id, fields in entries:
             if not fields:
-                self._acknowledge(entry_id)  # trimmed away while pending
-                continue
-            data = (
-                fields[1]
-                if fields[0] == b"message"
-                else dict(zip(fields[::2], fields[1::2], strict=False)).get(b"message", b"")
-            )
-            message = decode_or_log(data, self._source)
-            if message is None:
-                self._acknowledge(entry_id)  # foreign or garbled: skip it for good
+                self._acknowledge_gone(entry_id)
                 continue
             self._unacked += 1
-            ack = self._acknowledger(entry_id)
-            if not subscription.offer(message, ack):
-                await subscription.deliver(message, ack)
+            waiting = receive(
+                fields[1] if fields[0] == b"message" else _message_of(fields),
+                source,
+                StreamDelivery(self, entry_id),
+            )
+            if waiting is not None:
+                await waiting
+        return True
 
-    def _acknowledger(self, entry_id: bytes) -> Ack:
-        settled = False
+    async def _deliver_again(self, entries: list[Any], failures: list[int]) -> None:
+        """Hand over entries delivered before (retried, or taken over), each as the attempt
+        after its failures."""
+        receive = self.subscription.receive
+        for (entry_id, fields), failed in zip(entries, failures, strict=True):
+            if self._last_seen is None or _newer(entry_id, self._last_seen):
+                self._last_seen = entry_id
+            if not fields:
+                self._acknowledge_gone(entry_id)
+                continue
+            self._unacked += 1
+            waiting = receive(_message_of(fields), self._source, StreamDelivery(self, entry_id, failed + 1))
+            if waiting is not None:
+                await waiting
 
-        async def ack(ok: bool) -> None:
-            nonlocal settled
-            if settled:
-                return
-            settled = True
-            self._unacked -= 1
-            if ok:
-                self._acknowledge(entry_id)
-            else:
-                self._failed.append(entry_id)
-                self.wake()
-            room = self._room
-            if room is not None and not room.done():
-                room.set_result(None)
-
-        return ack
-
-    def _acknowledge(self, entry_id: bytes) -> None:
+    def _acknowledge_gone(self, entry_id: bytes) -> None:
+        # Deleted from the stream while pending (by hand: the adapter only trims acknowledged
+        # entries): nothing to deliver, but it must leave the pending list.
         self._pipe.send(self._ack_header + bulk(entry_id), None, True)
 
     async def _retry_failed(self) -> None:
         failed, self._failed = self._failed, deque()
-        fail = self._settings.scripts.fail
-        max_attempts = b"%d" % self._settings.max_attempts
+        retry = self._scripts.retry
         replies = [
-            self._pipe.call(fail.call(self._pattern, self._group, self._consumer, entry_id, max_attempts))
+            self._pipe.call(retry.call(self._pattern, self._group, self._consumer, entry_id))
             for entry_id in failed
         ]
-        for entry_id, reply in zip(failed, await asyncio.gather(*replies), strict=True):
-            if isinstance(reply, list):
-                await self._deliver_entries(reply)
-            elif reply:
-                logger.warning(
-                    "entry %s of group %r on %r failed %d times: moved it to the dead-letter stream %r",
-                    entry_id.decode(),
-                    self.group,
-                    self.stream,
-                    reply,
-                    self._dead_letters,
+        error: BaseException | None = None
+        for entry_id, reply in zip(
+            failed, await asyncio.gather(*replies, return_exceptions=True), strict=True
+        ):
+            if isinstance(reply, BaseException):
+                self._failed.append(entry_id)  # tried again when the pump goes on
+                error = error or reply
+            elif isinstance(reply, list):  # [entry, failures]; 0 when no longer this consumer's
+                entry, failures = reply
+                await self._deliver_again([entry], [failures])
+        if error is not None:
+            raise error
+
+    async def _recover(self) -> bool:
+        """Deliver the entries this consumer was given after the newest it knows of (see
+        `reconnected`); True if there were any."""
+        found = False
+        while True:
+            entries, failures = await self._pipe.call(
+                self._scripts.recover.call(
+                    self._pattern,
+                    self._group,
+                    self._consumer,
+                    b"%d" % _CLAIM_BATCH,
+                    self._last_seen or b"0",
                 )
+            )
+            if not entries:
+                return found
+            found = True
+            logger.debug("%r: %d entries read before the connection was lost", self, len(entries))
+            await self._deliver_again(entries, failures)
 
     async def _claim(self) -> bool:
         """Take over entries left pending by consumers that died or left; True if any came."""
         settings = self._settings
-        cursor, entries, dead = await self._pipe.call(
-            settings.scripts.claim.call(
+        cursor, entries, failures = await self._pipe.call(
+            self._scripts.claim.call(
                 self._pattern,
                 self._group,
                 self._consumer,
                 b"%d" % settings.claim_idle_ms,
                 b"%d" % min(_CLAIM_BATCH, max(1, self._prefetch - self._unacked)),
-                b"%d" % settings.max_attempts,
                 self._cursor,
             )
         )
@@ -313,17 +440,8 @@ class GroupConsumer:
         self._cursor = cursor
         if cursor != b"0-0":
             self._claim_due = True
-        if dead:
-            logger.warning(
-                "%d entries of group %r on %r had been delivered %d times: moved them to the dead-letter stream %r",
-                dead,
-                self.group,
-                self.stream,
-                settings.max_attempts,
-                self._dead_letters,
-            )
         if entries:
-            await self._deliver_entries(entries)
+            await self._deliver_again(entries, failures)
             return True
         return False
 
@@ -345,8 +463,25 @@ class GroupConsumer:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
         moved = await self._pipe.call(
-            self._settings.scripts.release.call(self._pattern, self._group, self._consumer),
+            self._scripts.release.call(self._pattern, self._group, self._consumer),
             timeout=self._settings.timeout,
         )
         if moved:
             logger.info("handed %d unfinished entries of %r back to its group", moved, self)
+
+
+def _message_of(fields: list[Any]) -> bytes:
+    """The ``message`` field of a stream entry's fields (b"" if it has none: a foreign entry,
+    which the bus then dead-letters as not an envelope)."""
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == b"message":
+            value = fields[index + 1]
+            return value if isinstance(value, bytes) else b""
+    return b""
+
+
+def _newer(entry_id: bytes, than: bytes) -> bool:
+    """Whether stream entry ``entry_id`` ("<ms>-<seq>") comes after ``than``."""
+    ms, _, seq = entry_id.partition(b"-")
+    than_ms, _, than_seq = than.partition(b"-")
+    return (int(ms), int(seq or 0)) > (int(than_ms), int(than_seq or 0))

@@ -46,6 +46,8 @@ class Names:
         self.groups = f"{prefix}groups"
         #: HASH topic -> space-separated patterns with groups: the publish script's route cache.
         self.routes = f"{prefix}routes"
+        #: HASH "<pattern> <group>" -> time (s) a live member last vouched for that group.
+        self.vouched = f"{prefix}vouched"
 
     def stream(self, pattern: str) -> str:
         """The stream every group on ``pattern`` reads (one Redis consumer group per AMB group)."""

@@ -5,6 +5,11 @@ Callers never wait for a round trip they don't need: `send` queues a command and
 writer task writes everything queued since its last write in one go (so concurrent publishers
 share writes, and a burst from one publisher goes out in large batches), and a reader task
 hands each reply, in order, to the callback that was queued with its command.
+
+After a lost connection the pipe reconnects by itself and stays *gated*: only urgent commands
+(the scripts, the groups' registrations) are written until the adapter has restored what it
+needs and calls `open_gate`; then what was queued meanwhile, and what was in flight when the
+connection went, is written in order.
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from amb_core.backoff import keep_trying
-from amb_core.errors import BrokerUnavailableError
+from amb_core.backoff import backoff_delays
+from amb_core.errors import BrokerRefusedError, BrokerUnavailableError
+from amb_core.link import Link
+from amb_core.logs import throttled
+from amb_redis._connection import Connector
 from amb_redis._replies import replies
 from amb_redis._scripts import Script
 
@@ -30,7 +37,8 @@ logger = logging.getLogger("amb")
 Callback = Callable[[Any], None]
 #: (packed command, callback for its reply or None, re-send it after a reconnect?)
 _Entry = tuple[bytes, "Callback | None", bool]
-Connector = Callable[[], Awaitable[AbstractConnection]]
+#: Told about error replies to commands sent without a callback; True if it handled the error.
+ErrorHook = Callable[[ResponseError], bool]
 
 
 class CommandPipe:
@@ -45,30 +53,40 @@ class CommandPipe:
 
     def __init__(
         self,
-        connect: Connector,
+        connector: Connector,
         *,
-        address: str,
+        link: Link,
         scripts: tuple[Script, ...],
         max_pending: int,
+        on_lost: Callable[[str], None],
         on_reconnect: Callable[[], None],
+        on_error: ErrorHook,
     ) -> None:
-        self._connect = connect
-        self._address = address
+        self._connector = connector
+        self._boundary = connector.boundary
+        self._name = connector.name
+        self._link = link
         self._scripts = scripts
         self._max_pending = max_pending
         self._low_water = max_pending // 2
+        self._on_lost = on_lost
         self._on_reconnect = on_reconnect
+        self._on_error = on_error
         self._unsent: deque[_Entry] = deque()
+        self._urgent: deque[_Entry] = deque()
         self._inflight: deque[_Entry] = deque()
         self._wakeup = asyncio.Event()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._empty_waiters: list[asyncio.Future[None]] = []
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
+        self._gated = False
+        #: Whether a connection is open (False from a loss until the reconnect succeeded).
+        self.connected = False
 
-    async def open(self) -> None:
-        """Connect, or raise `BrokerUnavailableError`."""
-        connection = await self._connect()
+    def start(self, connection: AbstractConnection) -> None:
+        """Run on ``connection`` (opened by the adapter), and on the ones after it."""
+        self.connected = True
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(connection))
 
     # -- queueing -----------------------------------------------------------------------
@@ -77,7 +95,7 @@ class CommandPipe:
         """Queue a command; ``callback`` gets its reply (a `ResponseError` or
         `BrokerUnavailableError` instance when it failed)."""
         if self._closing:
-            raise BrokerUnavailableError("the Redis adapter is closed")
+            raise BrokerUnavailableError(f"{self._name}: the adapter is closed")
         self._unsent.append((data, callback, resend))
         if len(self._unsent) == 1:
             self._wakeup.set()
@@ -95,62 +113,87 @@ class CommandPipe:
                 await asyncio.wait_for(waiter, timeout)
             except asyncio.TimeoutError:
                 raise BrokerUnavailableError(
-                    f"Redis at {self._address} did not take commands for {timeout} s"
+                    f"{self._name} did not take commands for {timeout} s (outage_timeout)"
                 ) from None
 
-    async def call(self, data: bytes, *, resend: bool = False, timeout: float | None = None) -> Any:
-        """Queue a command and return its reply; raise what it raised."""
+    async def call(
+        self, data: bytes, *, resend: bool = False, timeout: float | None = None, urgent: bool = False
+    ) -> Any:
+        """Queue a command and return its reply; raise what it raised (mapped by the adapter's
+        error boundary). ``urgent`` commands are written even while the pipe is gated."""
         if self._closing:
-            raise BrokerUnavailableError("the Redis adapter is closed")
+            raise BrokerUnavailableError(f"{self._name}: the adapter is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         entry: _Entry = (data, _resolver(future), resend)
-        self._unsent.append(entry)
-        if len(self._unsent) == 1:
+        if urgent and self._gated:
+            self._urgent.append(entry)
             self._wakeup.set()
+        else:
+            self._unsent.append(entry)
+            if len(self._unsent) == 1:
+                self._wakeup.set()
         try:
             reply = await (future if timeout is None else asyncio.wait_for(future, timeout))
         except asyncio.TimeoutError:
-            if entry in self._unsent:
-                self._unsent.remove(entry)
-                raise BrokerUnavailableError(
-                    f"Redis at {self._address} was unreachable for {timeout} s; the command was not sent"
-                ) from None
+            for queue in (self._unsent, self._urgent):
+                if entry in queue:
+                    queue.remove(entry)
+                    raise BrokerUnavailableError(
+                        f"{self._name} was unreachable for {timeout} s; the command was not sent"
+                    ) from None
             raise BrokerUnavailableError(
-                f"Redis at {self._address} did not answer within {timeout} s (the command may still take effect)"
+                f"{self._name} did not answer within {timeout} s (the command may still take effect)"
             ) from None
         if isinstance(reply, Exception):
-            raise reply
+            raise self._boundary.translate(reply)
         return reply
+
+    def open_gate(self) -> None:
+        """After a reconnect: write what was queued (see the module docstring)."""
+        if self._gated:
+            self._gated = False
+            self._wakeup.set()
 
     # -- the connection -------------------------------------------------------------------
 
-    async def _supervise(self, connection: AbstractConnection) -> None:
-        first = True
-        while True:
-            error = await self._session(connection, first)
-            first = False
-            if self._closing:
-                return
-            lost_at = time.monotonic()
-            logger.warning("lost the connection to Redis at %s (%s); reconnecting", self._address, error)
-            self._requeue()
-            connection = await self._reconnect()
-            logger.warning(
-                "reconnected to Redis at %s after %.1f s; sending the %d commands queued meanwhile",
-                self._address,
-                time.monotonic() - lost_at,
-                len(self._unsent),
-            )
+    async def _supervise(self, connection: AbstractConnection | None) -> None:
+        # Whatever happens in here, the pipe must not stop silently: everything the adapter
+        # does goes through it.
+        trouble = backoff_delays(0.1, 5.0)
+        while not self._closing:
+            try:
+                if connection is None:
+                    connection = await self._reconnect()
+                    if connection is None:
+                        return
+                    self.connected = True
+                error = await self._session(connection)
+                connection = None
+                if self._closing:
+                    return
+                self.connected = False
+                self._gated = True
+                self._on_lost(self._boundary.reason(error) if error is not None else "the connection closed")
+                self._requeue()
+            except Exception:
+                logger.exception("%s: the command connection failed unexpectedly; reconnecting", self._name)
+                self.connected = False
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.disconnect(nowait=True)
+                    connection = None
+                await asyncio.sleep(next(trouble))
 
-    async def _session(self, connection: AbstractConnection, first: bool) -> BaseException | None:
+    async def _session(self, connection: AbstractConnection) -> BaseException | None:
         """Run the reader and writer on ``connection`` until one fails; return why."""
         loop = asyncio.get_running_loop()
         # Scripts first: a restarted Redis has forgotten them and re-sent publishes call them by SHA.
-        self._unsent.extendleft(reversed([(script.load(), None, False) for script in self._scripts]))
+        loads = [(script.load(), None, False) for script in self._scripts]
+        (self._urgent if self._gated else self._unsent).extendleft(reversed(loads))
         reader = loop.create_task(self._read(connection))
         writer = loop.create_task(self._write(connection))
         try:
-            if not first:
+            if self._gated:
                 self._on_reconnect()
             done, _ = await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
             return next((task.exception() for task in done if not task.cancelled()), None)
@@ -162,28 +205,41 @@ class CommandPipe:
 
     def _requeue(self) -> None:
         """After a lost connection: unanswered commands that may be re-sent go back to the
-        front of the queue, in order; the others fail."""
+        front of the queue, in order; the others (and urgent ones never written) fail."""
         unanswered, self._inflight = self._inflight, deque()
+        stale, self._urgent = self._urgent, deque()
         resent = [entry for entry in unanswered if entry[2]]
         self._unsent.extendleft(reversed(resent))
-        lost = BrokerUnavailableError(f"lost the connection to Redis at {self._address}")
+        lost = BrokerUnavailableError(f"lost the connection to {self._name}")
         for _, callback, resend in unanswered:
             if not resend and callback is not None:
                 callback(lost)
+        for _, callback, _ in stale:
+            if callback is not None:
+                callback(lost)
 
-    async def _reconnect(self) -> AbstractConnection:
-        return await keep_trying(
-            self._connect, retry_on=BrokerUnavailableError, what=f"Redis at {self._address}"
+    async def _reconnect(self) -> AbstractConnection | None:
+        return await self._link.reconnect(
+            self._connector.open_within,
+            retry_on=(BrokerUnavailableError, BrokerRefusedError),
+            keep_going=lambda: not self._closing,
         )
 
     async def _write(self, connection: AbstractConnection) -> None:
         wakeup = self._wakeup
         while True:
-            if not self._unsent:
-                wakeup.clear()
-                await wakeup.wait()
-                continue
-            batch, self._unsent = self._unsent, deque()
+            if self._gated:
+                if not self._urgent:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                batch, self._urgent = self._urgent, deque()
+            else:
+                if not self._unsent:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                batch, self._unsent = self._unsent, deque()
             self._inflight.extend(batch)
             await connection.send_packed_command(b"".join([entry[0] for entry in batch]), check_health=False)
 
@@ -191,11 +247,13 @@ class CommandPipe:
         inflight = self._inflight
         async for batch in replies(connection):
             for reply in batch:
-                _, callback, _ = entry = inflight.popleft()
+                entry = inflight.popleft()
+                if reply.__class__ is ResponseError:  # what the parser makes of every error reply
+                    self._failed(entry, reply)
+                    continue
+                callback = entry[1]
                 if callback is not None:
                     callback(reply)
-                elif isinstance(reply, ResponseError):
-                    self._failed(entry, reply)
             if self._room_waiters and len(self._unsent) + len(inflight) <= self._low_water:
                 self._wake_room_waiters()
             if self._empty_waiters and not inflight and not self._unsent:
@@ -212,9 +270,21 @@ class CommandPipe:
             for script in self._scripts:
                 packed = script.as_eval(data)
                 if packed is not None:
-                    self.send(packed, callback, resend)
+                    # Only urgent commands are written while the pipe is gated.
+                    (self._urgent if self._gated else self._unsent).appendleft((packed, callback, resend))
+                    self._wakeup.set()
                     return
-        logger.error("Redis refused a command: %s", error)
+        if callback is not None:
+            callback(error)
+        elif not self._on_error(error):
+            throttled(
+                logger,
+                "refused:" + self._name,
+                "%s refused a command: %s",
+                self._name,
+                error,
+                level=logging.ERROR,
+            )
 
     def _wake_room_waiters(self) -> None:
         waiters, self._room_waiters = self._room_waiters, deque()
@@ -224,10 +294,11 @@ class CommandPipe:
 
     # -- closing --------------------------------------------------------------------------
 
-    async def close(self, timeout: float) -> int:
-        """Let queued commands reach Redis (for at most ``timeout`` seconds), then close.
-        Returns how many queued publishes and acknowledgements were not sent or confirmed."""
-        if self._unsent or self._inflight:
+    async def close(self, timeout: float) -> list[bytes]:
+        """Let queued commands reach Redis (for at most ``timeout`` seconds, and only while
+        connected), then close. Returns the publishes and acknowledgements (packed) that were
+        not sent or not confirmed."""
+        if (self._unsent or self._inflight) and self.connected and not self._gated:
             waiter = asyncio.get_running_loop().create_future()
             self._empty_waiters.append(waiter)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -237,15 +308,17 @@ class CommandPipe:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+        self.connected = False
         leftover = [entry for entry in (*self._inflight, *self._unsent) if entry[2]]
-        lost = BrokerUnavailableError("the adapter was closed")
-        for _, callback, _ in (*self._inflight, *self._unsent):
+        lost = BrokerUnavailableError(f"{self._name}: the adapter was closed")
+        for _, callback, _ in (*self._inflight, *self._unsent, *self._urgent):
             if callback is not None:
                 callback(lost)
         self._inflight.clear()
         self._unsent.clear()
+        self._urgent.clear()
         self._wake_room_waiters()
-        return len(leftover)
+        return [entry[0] for entry in leftover]
 
 
 def _resolver(future: asyncio.Future[Any]) -> Callback:

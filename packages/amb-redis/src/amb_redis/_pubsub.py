@@ -3,27 +3,29 @@
 A single reader task reads every message and hands it on; subscribing is reference counted
 per channel or glob, and `subscribe` returns once Redis has confirmed the subscription (after
 that, every message published to it reaches this connection). After a lost connection it
-reconnects with backoff and subscribes to everything again.
+reconnects with backoff (reporting on the adapter's `Link`) and subscribes to everything
+again; `restored` says when that is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio.connection import AbstractConnection
 
-from amb_core.backoff import keep_trying
-from amb_core.errors import BrokerUnavailableError
+from amb_core.backoff import backoff_delays
+from amb_core.errors import BrokerRefusedError, BrokerUnavailableError
+from amb_core.link import Link
+from amb_redis._connection import Connector
 from amb_redis._replies import replies
 from amb_redis._resp import command
 
 logger = logging.getLogger("amb")
 
-Connector = Callable[[], Awaitable[AbstractConnection]]
 OnMessage = Callable[[bytes, bytes], Awaitable[None]]
 OnPatternMessage = Callable[[bytes, bytes, bytes], Awaitable[None]]
 
@@ -60,18 +62,22 @@ class _Interest:
 class PubSubConnection:
     def __init__(
         self,
-        connect: Connector,
+        connector: Connector,
         *,
-        address: str,
+        link: Link,
         on_message: OnMessage,
         on_pattern_message: OnPatternMessage,
-        on_reconnect: Callable[[], None],
+        on_lost: Callable[[str], None],
+        on_restored: Callable[[], None],
     ) -> None:
-        self._connect = connect
-        self._address = address
+        self._connector = connector
+        self._name = connector.name
+        self._boundary = connector.boundary
+        self._link = link
         self._on_message = on_message
         self._on_pattern_message = on_pattern_message
-        self._on_reconnect = on_reconnect
+        self._on_lost = on_lost
+        self._on_restored = on_restored
         self._interests: dict[tuple[bytes, bytes], _Interest] = {}
         # Subscribe commands sent and not yet confirmed, per (kind, name), oldest first: a
         # confirmation belongs to the oldest one (a channel can be left and joined again
@@ -82,25 +88,15 @@ class PubSubConnection:
         self._connection: AbstractConnection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
-        self._restored = asyncio.Event()
+        self._restored = False
 
     @property
     def restored(self) -> bool:
         """Connected, and every subscription made before the last reconnect confirmed again."""
-        return self._restored.is_set()
+        return self._restored
 
-    async def wait_restored(self, timeout: float) -> None:
-        """Wait until `restored`; raise `BrokerUnavailableError` after ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(self._restored.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise BrokerUnavailableError(
-                f"the Pub/Sub connection to Redis at {self._address} was not back within {timeout} s"
-            ) from None
-
-    async def open(self) -> None:
-        """Connect, or raise `BrokerUnavailableError`."""
-        connection = await self._connect()
+    def start(self, connection: AbstractConnection) -> None:
+        """Run on ``connection`` (opened by the adapter), and on the ones after it."""
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(connection))
 
     async def subscribe(self, kind: bytes, name: bytes, timeout: float) -> None:
@@ -119,7 +115,7 @@ class PubSubConnection:
             await asyncio.wait_for(interest.wait(), timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailableError(
-                f"Redis at {self._address} did not confirm the subscription to {name.decode()!r} within {timeout} s"
+                f"{self._name} did not confirm the subscription to {name.decode()!r} within {timeout} s"
             ) from None
 
     def unsubscribe(self, kind: bytes, name: bytes) -> None:
@@ -144,28 +140,43 @@ class PubSubConnection:
 
     # -- the connection -------------------------------------------------------------------
 
-    async def _supervise(self, connection: AbstractConnection) -> None:
+    async def _supervise(self, connection: AbstractConnection | None) -> None:
+        # Whatever happens in here, this connection must not stop silently: every ungrouped
+        # subscription, reply and group wake-up of the adapter arrives on it.
         first = True
-        while True:
-            error = await self._session(connection, first)
-            first = False
-            if self._closing:
-                return
-            lost_at = time.monotonic()
-            logger.warning(
-                "lost the Pub/Sub connection to Redis at %s (%s): messages published until it is back "
-                "are not delivered to the %d channels and patterns subscribed on it; reconnecting",
-                self._address,
-                error,
-                len(self._interests),
-            )
-            connection = await self._reconnect()
-            logger.warning(
-                "Pub/Sub connection to Redis at %s is back after %.1f s; messages published meanwhile "
-                "to ungrouped subscriptions were not delivered",
-                self._address,
-                time.monotonic() - lost_at,
-            )
+        trouble = backoff_delays(0.1, 5.0)
+        while not self._closing:
+            try:
+                if connection is None:
+                    connection = await self._link.reconnect(
+                        self._connector.open_within,
+                        retry_on=(BrokerUnavailableError, BrokerRefusedError),
+                        keep_going=lambda: not self._closing,
+                    )
+                    if connection is None:
+                        return
+                error = await self._session(connection, first)
+                connection = None
+                first = False
+                if self._closing:
+                    return
+                # Pub/Sub keeps nothing for a subscriber that is away: the Link's WARNING says
+                # the connection was lost, DEBUG says what it carried.
+                self._on_lost(self._boundary.reason(error) if error is not None else "the connection closed")
+                logger.debug(
+                    "%s: the Pub/Sub connection (%d channels and patterns) is lost; messages published "
+                    "to them until it is back are not delivered",
+                    self._name,
+                    len(self._interests),
+                )
+            except Exception:
+                logger.exception("%s: the Pub/Sub connection failed unexpectedly; reconnecting", self._name)
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.disconnect(nowait=True)
+                    connection = None
+                first = False
+                await asyncio.sleep(next(trouble))
 
     async def _session(self, connection: AbstractConnection, first: bool) -> BaseException | None:
         loop = asyncio.get_running_loop()
@@ -182,7 +193,7 @@ class PubSubConnection:
         writer = loop.create_task(self._write(connection))
         notify = None
         if first:
-            self._restored.set()
+            self._restored = True
         else:
             notify = loop.create_task(self._notify_when_restored(restored))
         try:
@@ -190,7 +201,7 @@ class PubSubConnection:
             return next((task.exception() for task in done if not task.cancelled()), None)
         finally:
             self._connection = None
-            self._restored.clear()
+            self._restored = False
             tasks = (reader, writer) if notify is None else (reader, writer, notify)
             for task in tasks:
                 task.cancel()
@@ -202,13 +213,8 @@ class PubSubConnection:
 
     async def _notify_when_restored(self, restored: list[asyncio.Future[None]]) -> None:
         await asyncio.gather(*restored)
-        self._restored.set()
-        self._on_reconnect()
-
-    async def _reconnect(self) -> AbstractConnection:
-        return await keep_trying(
-            self._connect, retry_on=BrokerUnavailableError, what=f"Redis at {self._address}"
-        )
+        self._restored = True
+        self._on_restored()
 
     async def _write(self, connection: AbstractConnection) -> None:
         while True:
@@ -249,5 +255,5 @@ class PubSubConnection:
         for interest in self._interests.values():
             for waiter in interest.waiters:
                 if not waiter.done():
-                    waiter.set_exception(BrokerUnavailableError("the adapter was closed"))
+                    waiter.set_exception(BrokerUnavailableError(f"{self._name}: the adapter was closed"))
         self._interests.clear()

@@ -19,7 +19,9 @@ _COMMON = """
 local PREFIX = '{prefix}'
 local GROUPS = PREFIX .. 'groups'
 local ROUTES = PREFIX .. 'routes'
+local VOUCHED = PREFIX .. 'vouched'
 local RELEASED = '_released'
+local MAXLEN = {maxlen}
 
 local function segments(s)
   local t = {{}}
@@ -54,20 +56,57 @@ local function failed(r)
   return type(r) == 'table' and r.err ~= nil
 end
 
-local function dead_letter(stream, pattern, group, entry, attempts)
-  local fields = entry[2]
-  local data = ''
-  for i = 1, #fields, 2 do
-    if fields[i] == 'message' then data = fields[i + 1] end
+local function fields_of(list)
+  local h = {{}}
+  for i = 1, #list, 2 do h[list[i]] = list[i + 1] end
+  return h
+end
+
+-- Failed handler calls per entry of one group (only entries that failed have one).
+local function attempts_key(pattern, group)
+  return PREFIX .. 'attempts:' .. pattern .. ':' .. group
+end
+
+-- Whether stream entry id a is older than b.
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- Drops the entries every group of the stream has acknowledged (older than each group's
+-- oldest pending entry and than its last-delivered-id), and nothing else: no length cap ever
+-- drops an entry a group still needs. Returns the length left: the backlog (of its slowest
+-- group).
+local function trim(stream)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if failed(groups) then return 0 end -- no such stream
+  if #groups == 0 then
+    -- Nobody needs these: a group created later starts at the end ('$').
+    redis.call('XTRIM', stream, 'MAXLEN', 0)
+    return 0
   end
-  redis.call('XADD', PREFIX .. 'dlq:' .. pattern .. ':' .. group, 'MAXLEN', '~', {dlq_maxlen}, '*',
-    'message', data, 'stream', stream, 'group', group, 'id', entry[1], 'attempts', attempts)
+  local keep = nil
+  for _, g in ipairs(groups) do
+    local h = fields_of(g)
+    local first = h['last-delivered-id']
+    if h['pending'] > 0 then
+      local p = redis.call('XPENDING', stream, h['name'])
+      if p[2] and older(p[2], first) then first = p[2] end
+    end
+    if keep == nil or older(first, keep) then keep = first end
+  end
+  redis.call('XTRIM', stream, 'MINID', keep)
+  return redis.call('XLEN', stream)
 end
 """
 
 # ARGV: topic, data. Returns how many subscriptions can receive it: Pub/Sub receivers plus
 # group streams. Routes (topic -> patterns that have groups) are cached in a hash, dropped
-# whenever the set of patterns changes.
+# whenever the set of patterns changes. A stream longer than MAXLEN is trimmed of what its
+# groups acknowledged; if its backlog is still longer, the entry is added all the same (never
+# dropped) and the reply is the error "AMBFULL <count> <patterns>", on which publishers wait.
 _PUBLISH = """
 local topic, data = ARGV[1], ARGV[2]
 local n = redis.call('PUBLISH', topic, data)
@@ -85,16 +124,36 @@ if not route then
   if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
   redis.call('HSET', ROUTES, topic, route)
 end
+local full = nil
 if route ~= '' then
   for p in string.gmatch(route, '%S+') do
-    redis.call('XADD', PREFIX .. 'stream:' .. p, 'MAXLEN', '~', {maxlen}, '*', 'message', data)
+    local stream = PREFIX .. 'stream:' .. p
+    if redis.call('XLEN', stream) >= MAXLEN and trim(stream) >= MAXLEN then
+      full = full and (full .. ' ' .. p) or p
+    end
+    redis.call('XADD', stream, '*', 'message', data)
     if redis.call('DEL', PREFIX .. 'idle:' .. p) == 1 then
       redis.call('PUBLISH', PREFIX .. 'wake:' .. p, '')
     end
     n = n + 1
   end
 end
+if full then return redis.error_reply('AMBFULL ' .. n .. ' ' .. full) end
 return n
+"""
+
+# ARGV: a length, patterns. Trims each pattern's stream that has at least that many entries
+# (see `trim`). Returns each stream's length afterwards.
+_TRIM = """
+local lengths = {{}}
+local at_least = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local stream = PREFIX .. 'stream:' .. ARGV[i]
+  local length = redis.call('XLEN', stream)
+  if length >= at_least then length = trim(stream) end
+  lengths[i - 1] = length
+end
+return lengths
 """
 
 # ARGV: pattern, group, consumer, now. Creates the stream, the consumer group (reading only
@@ -111,62 +170,101 @@ if failed(r) then
 end
 redis.call('XGROUP', 'CREATECONSUMER', stream, group, consumer)
 if redis.call('ZADD', GROUPS, now, pattern) == 1 then redis.call('DEL', ROUTES) end
+redis.call('HSET', VOUCHED, pattern .. ' ' .. group, now)
 return created
 """
 
-# ARGV: pattern, group, consumer, entry id, max attempts. After a handler failed: redeliver
-# the entry to the same consumer (XCLAIM counts the attempt) or, once it has been delivered
-# max attempts times, move it to the dead-letter stream. Returns the entry to redeliver
-# (an array), the attempts made when it was dead-lettered (> 0), or 0 when it is no longer
-# this consumer's.
-_FAIL = """
-local pattern, group, consumer, id, max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+# ARGV: pattern, group, consumer, entry id. After a handler failed: count the failure and
+# redeliver the entry to the same consumer (XCLAIM also resets its idle time, so nobody takes
+# it over meanwhile). Returns {entry, failures so far}, or 0 when it is no longer this
+# consumer's (another member took it over) or no longer exists.
+_RETRY = """
+local pattern, group, consumer, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local stream = PREFIX .. 'stream:' .. pattern
+local attempts = attempts_key(pattern, group)
 local p = redis.pcall('XPENDING', stream, group, id, id, 1)
 if failed(p) or #p == 0 or p[1][2] ~= consumer then return 0 end
-local attempts = p[1][4]
-if attempts >= max then
-  local e = redis.call('XRANGE', stream, id, id)
-  if #e > 0 then dead_letter(stream, pattern, group, e[1], attempts) end
-  redis.call('XACK', stream, group, id)
-  return attempts
-end
 local e = redis.call('XCLAIM', stream, group, consumer, 0, id)
-if #e == 0 or not e[1][2] then
+if #e == 0 or not e[1] or not e[1][2] then
   redis.call('XACK', stream, group, id)
+  redis.call('HDEL', attempts, id)
   return 0
 end
-return e
+return {{e[1], redis.call('HINCRBY', attempts, id, 1)}}
 """
 
-# ARGV: pattern, group, consumer, min idle (ms), count, max attempts, cursor. Takes over
-# entries another consumer left pending for min idle ms (it died, or released them), moving
-# those already delivered max attempts times to the dead-letter stream instead.
-# Returns {next cursor, entries, dead-lettered count}.
+# ARGV: pattern, group, entry id. Acknowledges an entry that had failed before, and forgets
+# its failures.
+_DONE = """
+local pattern, group, id = ARGV[1], ARGV[2], ARGV[3]
+redis.call('XACK', PREFIX .. 'stream:' .. pattern, group, id)
+redis.call('HDEL', attempts_key(pattern, group), id)
+return 1
+"""
+
+# ARGV: pattern, group, entry id, attempts, reason. Moves the entry, as received, to the
+# group's dead-letter stream with where it came from, the attempts and the reason, then
+# acknowledges it. Returns how many of the oldest dead letters the dead-letter stream's cap
+# dropped to make room (0 nearly always).
+_DEAD_LETTER = """
+local pattern, group, id, attempts, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local stream = PREFIX .. 'stream:' .. pattern
+local dlq = PREFIX .. 'dlq:' .. pattern .. ':' .. group
+local data = ''
+local e = redis.call('XRANGE', stream, id, id)
+if #e > 0 and e[1][2] then
+  local message = fields_of(e[1][2])['message']
+  if message then data = message end
+end
+redis.call('XADD', dlq, '*', 'message', data, 'stream', stream, 'group', group, 'id', id,
+  'attempts', attempts, 'reason', reason)
+local dropped = redis.call('XTRIM', dlq, 'MAXLEN', '~', {dlq_maxlen})
+redis.call('XACK', stream, group, id)
+redis.call('HDEL', attempts_key(pattern, group), id)
+return dropped
+"""
+
+# ARGV: pattern, group, consumer, count, entry id. The entries this consumer was given after
+# that id and has not acknowledged: after a lost connection, those of a read whose answer never
+# came. Returns {entries, failures of each entry}.
+_RECOVER = """
+local pattern, group, consumer, count, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local stream = PREFIX .. 'stream:' .. pattern
+local attempts = attempts_key(pattern, group)
+local r = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, after)
+if failed(r) then return r end
+local entries = (r and r[1] and r[1][2]) or {{}}
+local failures = {{}}
+for i, e in ipairs(entries) do
+  failures[i] = tonumber(redis.call('HGET', attempts, e[1]) or 0)
+end
+return {{entries, failures}}
+"""
+
+# ARGV: pattern, group, consumer, min idle (ms), count, cursor. Takes over entries another
+# consumer left pending for min idle ms (it died, or released them). A take-over is not an
+# attempt: the failures counted so far come with each entry.
+# Returns {next cursor, entries, failures of each entry}.
 _CLAIM = """
 local pattern, group, consumer = ARGV[1], ARGV[2], ARGV[3]
-local max = tonumber(ARGV[6])
 local stream = PREFIX .. 'stream:' .. pattern
-local r = redis.pcall('XAUTOCLAIM', stream, group, consumer, ARGV[4], ARGV[7], 'COUNT', ARGV[5])
+local attempts = attempts_key(pattern, group)
+local r = redis.pcall('XAUTOCLAIM', stream, group, consumer, ARGV[4], ARGV[6], 'COUNT', ARGV[5])
 if failed(r) then return r end
-local keep = {{}}
-local dead = 0
+local keep, failures = {{}}, {{}}
 for _, e in ipairs(r[2]) do
   if type(e) == 'table' and e[2] then
-    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-    local attempts = (p[1] and p[1][4]) or 1
-    if attempts > max then
-      dead_letter(stream, pattern, group, e, attempts - 1)
-      redis.call('XACK', stream, group, e[1])
-      dead = dead + 1
-    else
-      keep[#keep + 1] = e
-    end
+    keep[#keep + 1] = e
+    failures[#failures + 1] = tonumber(redis.call('HGET', attempts, e[1]) or 0)
   elseif type(e) == 'table' then
     redis.call('XACK', stream, group, e[1])
+    redis.call('HDEL', attempts, e[1])
   end
 end
-return {{r[1], keep, dead}}
+if type(r[3]) == 'table' then
+  for _, id in ipairs(r[3]) do redis.call('HDEL', attempts, id) end
+end
+return {{r[1], keep, failures}}
 """
 
 # ARGV: pattern, group, consumer. A member leaves: hand what it still holds to the group
@@ -202,18 +300,17 @@ if moved > 0 then
 end
 local info = nil
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-  local h = {{}}
-  for i = 1, #g, 2 do h[g[i]] = g[i + 1] end
+  local h = fields_of(g)
   if h['name'] == group then info = h end
 end
 if not info or info['pending'] > 0 then return 0 end
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
-  local h = {{}}
-  for i = 1, #c, 2 do h[c[i]] = c[i + 1] end
-  if h['name'] ~= RELEASED then return 0 end
+  if fields_of(c)['name'] ~= RELEASED then return 0 end
 end
 if #redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1) > 0 then return 0 end
 redis.call('XGROUP', 'DESTROY', stream, group)
+redis.call('DEL', attempts_key(pattern, group))
+redis.call('HDEL', VOUCHED, pattern .. ' ' .. group)
 if #redis.call('XINFO', 'GROUPS', stream) == 0 then
   redis.call('DEL', stream, PREFIX .. 'idle:' .. pattern)
   if redis.call('ZREM', GROUPS, pattern) == 1 then redis.call('DEL', ROUTES) end
@@ -221,13 +318,36 @@ end
 return 0
 """
 
-# ARGV: cutoff (s). Forgets patterns no live member has vouched for since cutoff (their
-# members are gone without leaving, e.g. crashed): deletes their streams and registration.
+# ARGV: cutoff (s). Forgets groups no live member has vouched for since cutoff (their members
+# are gone without leaving, e.g. crashed): a dead group would otherwise keep its backlog, and
+# hold up the stream's publishers once that reaches stream_maxlen. Then forgets patterns nobody
+# vouched for: deletes their streams and registration.
 _SWEEP = """
+local cutoff = tonumber(ARGV[1])
+local vouched = redis.call('HGETALL', VOUCHED)
+for i = 1, #vouched, 2 do
+  if tonumber(vouched[i + 1]) < cutoff then
+    local pattern, group = string.match(vouched[i], '^(%S+) (%S+)$')
+    if pattern then
+      redis.pcall('XGROUP', 'DESTROY', PREFIX .. 'stream:' .. pattern, group)
+      redis.call('DEL', attempts_key(pattern, group))
+    end
+    redis.call('HDEL', VOUCHED, vouched[i])
+  end
+end
 local dead = redis.call('ZRANGEBYSCORE', GROUPS, '-inf', '(' .. ARGV[1])
 for _, p in ipairs(dead) do
+  local stream = PREFIX .. 'stream:' .. p
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if not failed(groups) then
+    for _, g in ipairs(groups) do
+      local name = fields_of(g)['name']
+      redis.call('DEL', attempts_key(p, name))
+      redis.call('HDEL', VOUCHED, p .. ' ' .. name)
+    end
+  end
   redis.call('ZREM', GROUPS, p)
-  redis.call('DEL', PREFIX .. 'stream:' .. p, PREFIX .. 'idle:' .. p)
+  redis.call('DEL', stream, PREFIX .. 'idle:' .. p)
 end
 if #dead > 0 then redis.call('DEL', ROUTES) end
 return #dead
@@ -278,9 +398,24 @@ class Scripts:
             )
 
         self.publish = build(_PUBLISH)
+        self.trim = build(_TRIM)
         self.ensure = build(_ENSURE)
-        self.fail = build(_FAIL)
+        self.retry = build(_RETRY)
+        self.done = build(_DONE)
+        self.dead_letter = build(_DEAD_LETTER)
         self.claim = build(_CLAIM)
+        self.recover = build(_RECOVER)
         self.release = build(_RELEASE)
         self.sweep = build(_SWEEP)
-        self.all = (self.publish, self.ensure, self.fail, self.claim, self.release, self.sweep)
+        self.all = (
+            self.publish,
+            self.trim,
+            self.ensure,
+            self.retry,
+            self.done,
+            self.dead_letter,
+            self.claim,
+            self.recover,
+            self.release,
+            self.sweep,
+        )

@@ -5,26 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from typing import Any, ClassVar
 
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import ResponseError
 
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.errors import BrokerUnavailableError
+from amb_core.link import Link
 from amb_core.message import Message
+from amb_core.policy import Policy
 from amb_core.subscription import Subscription
 from amb_core.topics import is_pattern
 from amb_core.wire import decode_or_log, encode
+from amb_redis._backlog import Backlog
+from amb_redis._connection import Connector, abort
 from amb_redis._groups import GroupConsumer, GroupSettings
 from amb_redis._names import Names, redis_glob
 from amb_redis._pipe import CommandPipe
 from amb_redis._pubsub import CHANNEL, PATTERN, PubSubConnection
+from amb_redis._resp import command
 from amb_redis._scripts import Scripts
 
 logger = logging.getLogger("amb")
+
+#: The default ``max_message_size``: 8 MiB. Redis itself takes bulk strings up to 512 MB
+#: (``proto-max-bulk-len``), but it disconnects a Pub/Sub subscriber whose pending output passes
+#: 32 MB, or stays over 8 MB for 60 s (``client-output-buffer-limit pubsub 32mb 8mb 60``, the
+#: default): messages at most 8 MiB leave every subscriber room for a few of them in flight.
+DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
 
 class _Route:
@@ -44,15 +55,17 @@ class RedisBroker(BrokerAdapter):
     for TLS; query options (``?ssl_cert_reqs=none``...) and extra keyword ``redis_options``
     go to redis-py's connection unchanged.
 
-    Options: ``max_attempts`` deliveries of a grouped entry before it is dead-lettered;
-    ``prefix`` of every Redis key AMB uses; ``stream_maxlen`` and ``dead_letter_maxlen``, the
-    approximate length caps of group and dead-letter streams; ``prefetch``, how many entries a
-    grouped subscription holds at once (default twice its concurrency); ``claim_idle``, seconds
-    after which a dead consumer's entries are taken over by its group; ``group_retention``,
-    seconds after which a group that no live member refreshed is deleted; ``timeout``, seconds
-    to wait for an unreachable Redis before an operation fails; ``close_timeout``, seconds
-    `disconnect` waits for queued publishes to reach Redis; ``max_pending``, commands in
-    flight before fire-and-forget publishers wait.
+    Options: the failure-policy ones every adapter takes (``max_attempts``, ``connect_timeout``,
+    ``outage_timeout``, ``outage_buffer``: see `amb_core.policy.Policy`); ``prefix`` of every
+    Redis key AMB uses; ``stream_maxlen``, the backlog (entries not yet acknowledged by every
+    group) at which a group stream's publishers wait for its consumers; ``dead_letter_maxlen``,
+    the approximate cap of dead-letter streams; ``prefetch``, how many entries a grouped
+    subscription holds at once (default twice its concurrency); ``claim_idle``, seconds after
+    which a dead consumer's entries are taken over by its group; ``group_retention``, seconds
+    after which a group that no live member refreshed is deleted; ``close_timeout``, seconds
+    `disconnect` waits for queued publishes to reach Redis; ``max_pending``, commands in flight
+    before fire-and-forget publishers wait; ``max_message_size``, the largest encoded message
+    `publish` sends (default `DEFAULT_MAX_MESSAGE_SIZE`, 8 MiB).
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -63,37 +76,46 @@ class RedisBroker(BrokerAdapter):
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        max_attempts: int = 3,
         prefix: str = "amb:",
         stream_maxlen: int = 100_000,
         dead_letter_maxlen: int = 100_000,
         prefetch: int | None = None,
         claim_idle: float = 30.0,
         group_retention: float = 86_400.0,
-        timeout: float = 30.0,
         close_timeout: float = 5.0,
         max_pending: int = 4096,
-        **redis_options: Any,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        **options: Any,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        if "timeout" in options:
+            raise TypeError(
+                "RedisBroker has no 'timeout' option any more: how long an outage is ridden out is "
+                "'outage_timeout', and how long connecting may take 'connect_timeout' (failure-policy "
+                "options, the same on every adapter)"
+            )
+        super().__init__(**{name: options.pop(name) for name in list(options) if name in Policy.NAMES})
         if prefetch is not None and prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         if min(stream_maxlen, dead_letter_maxlen, max_pending) < 1:
             raise ValueError("stream_maxlen, dead_letter_maxlen and max_pending must be positive")
-        if min(claim_idle, group_retention, timeout) <= 0 or close_timeout < 0:
-            raise ValueError("claim_idle, group_retention and timeout must be positive")
-        self.url = url
+        if min(claim_idle, group_retention) <= 0 or close_timeout < 0:
+            raise ValueError("claim_idle and group_retention must be positive, close_timeout not negative")
+        if (
+            isinstance(max_message_size, bool)
+            or not isinstance(max_message_size, int)
+            or max_message_size < 1
+        ):
+            raise ValueError(f"max_message_size must be a positive int (bytes), not {max_message_size!r}")
+        #: The largest encoded message `publish` sends (see `DEFAULT_MAX_MESSAGE_SIZE`).
+        self.max_message_size = max_message_size
         self._names = Names(prefix)
         self._scripts = Scripts(prefix, maxlen=stream_maxlen, dead_letter_maxlen=dead_letter_maxlen)
-        self._connection_class, self._connection_kwargs, self._address = _connection_settings(
-            url, redis_options
-        )
-        self._max_attempts = max_attempts
+        self._stream_maxlen = stream_maxlen
+        self._connector = Connector(url, options, self.policy.connect_timeout)
+        self._link = self.link = Link(self._connector.name)
         self._prefetch = prefetch
         self._claim_idle = claim_idle
         self._group_retention = group_retention
-        self._timeout = timeout
         self._close_timeout = close_timeout
         self._max_pending = max_pending
         self._id = uuid.uuid4().hex[:12]
@@ -101,6 +123,10 @@ class RedisBroker(BrokerAdapter):
         self._pipe: CommandPipe | None = None
         self._pubsub: PubSubConnection | None = None
         self._settings: GroupSettings | None = None
+        self._backlog: Backlog | None = None
+        #: True while a publish cannot go straight out: the connection is down, or a group
+        #: stream's backlog is full. The one thing the publish hot path checks.
+        self._hold = False
         self._channels: dict[bytes, _Route] = {}
         self._globs: dict[bytes, _Route] = {}
         self._ungrouped: dict[Subscription, tuple[bytes, bytes]] = {}
@@ -108,59 +134,68 @@ class RedisBroker(BrokerAdapter):
         self._wakes: dict[bytes, list[GroupConsumer]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._restoring: asyncio.Task[None] | None = None
+        self._restore_again = False
+        self._durability_checked = False
 
     def __repr__(self) -> str:
-        return f"<RedisBroker {self._address}>"
+        return f"<RedisBroker {self._connector.address}>"
+
+    def describe(self) -> str:
+        return self._connector.name
 
     # -- connecting -------------------------------------------------------------------------
 
-    async def _connect(self) -> AbstractConnection:
-        connection = self._connection_class(**self._connection_kwargs)
-        try:
-            await connection.connect()  # type: ignore[no-untyped-call]
-        except BaseException as error:
-            # A handshake that failed half-way leaves a socket open.
-            with contextlib.suppress(Exception):
-                await connection.disconnect(nowait=True)
-            if isinstance(error, (RedisError, OSError, asyncio.TimeoutError)):
-                raise BrokerUnavailableError(
-                    f"cannot connect to Redis at {self._address}: {error}"
-                ) from error
-            raise
-        return connection
-
     async def connect(self) -> None:
+        """Open the command and Pub/Sub connections. The bus cancels this after
+        ``connect_timeout``; nothing is started until both are open, and a connection opened
+        before the cancellation is closed at once."""
         if self._pipe is not None:
             return
+        connector = self._connector
+        first = await connector.open()
+        try:
+            second = await connector.open()
+        except BaseException:
+            abort(first)
+            raise
         pipe = CommandPipe(
-            self._connect,
-            address=self._address,
+            connector,
+            link=self._link,
             scripts=self._scripts.all,
             max_pending=self._max_pending,
-            on_reconnect=self._on_pipe_reconnect,
+            on_lost=self._lost,
+            on_reconnect=self._connection_back,
+            on_error=self._error_reply,
         )
         pubsub = PubSubConnection(
-            self._connect,
-            address=self._address,
+            connector,
+            link=self._link,
             on_message=self._on_message,
             on_pattern_message=self._on_pattern_message,
-            on_reconnect=self._wake_consumers,
+            on_lost=self._lost,
+            on_restored=self._connection_back,
         )
-        await pipe.open()
-        try:
-            await pubsub.open()
-        except BaseException:
-            await pipe.close(0)
-            raise
+        pipe.start(first)
+        pubsub.start(second)
         self._pipe, self._pubsub = pipe, pubsub
+        self._backlog = Backlog(
+            pipe,
+            self._scripts,
+            self._names,
+            name=connector.name,
+            maxlen=self._stream_maxlen,
+            on_change=self._update_hold,
+        )
+        self._hold = False
         self._settings = GroupSettings(
             pipe=pipe,
             scripts=self._scripts,
             names=self._names,
-            max_attempts=self._max_attempts,
+            name=connector.name,
             prefetch=self._prefetch,
             claim_idle=self._claim_idle,
-            timeout=self._timeout,
+            timeout=self.policy.outage_timeout,
             ready=lambda: pubsub.restored,
         )
 
@@ -168,44 +203,38 @@ class RedisBroker(BrokerAdapter):
         for subscription in [*self._ungrouped, *self._consumers]:
             await self.unsubscribe(subscription)
         if self._retiring:
-            await asyncio.wait(self._retiring, timeout=self._timeout)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-            self._ticker = None
-        pipe, pubsub = self._pipe, self._pubsub
-        self._pipe = self._pubsub = self._settings = None
+            await asyncio.wait(self._retiring, timeout=max(self._close_timeout, 0.1))
+        for task in (self._ticker, self._restoring, *self._retiring):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._ticker = self._restoring = None
+        pipe, pubsub, backlog = self._pipe, self._pubsub, self._backlog
+        self._pipe = self._pubsub = self._settings = self._backlog = None
+        if backlog is not None:
+            await backlog.close()
         if pubsub is not None:
             await pubsub.close()
         if pipe is not None:
-            unsent = await pipe.close(self._close_timeout)
-            if unsent:
-                logger.warning(
-                    "%d publishes or acknowledgements had not reached Redis at %s when the adapter closed: "
-                    "they are lost",
-                    unsent,
-                    self._address,
-                )
+            _log_unsent(await pipe.close(self._close_timeout), self._link.name)
 
     # -- publishing -------------------------------------------------------------------------
 
     async def publish(self, message: Message, *, confirm: bool) -> None:
-        pipe, pubsub = self._pipe, self._pubsub
-        if pipe is None or pubsub is None:
-            raise BrokerUnavailableError("the Redis adapter is not connected")
-        if message.reply_to is not None and not pubsub.restored:
-            # A request sent while this bus's inbox is not subscribed again (after a lost
-            # connection) would get its reply published to nobody.
-            await pubsub.wait_restored(self._timeout)
+        pipe = self._pipe
+        if pipe is None:
+            raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
+        if self._hold:
+            await self._held(message.topic)
         topic = message.topic.encode()
-        data = encode(message)
+        data = encode(message, self.max_message_size)
         packed = self._publish_header + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(topic), topic, len(data), data)
         if not confirm:
             if pipe.full:
-                await pipe.wait_room(self._timeout)
+                await pipe.wait_room(self.policy.outage_timeout)
             pipe.send(packed, None, True)
             return
-        receivers = await pipe.call(packed, resend=True, timeout=self._timeout)
+        receivers = await self._confirmed(pipe, packed)
         if not receivers:
             logger.warning("no subscription receives message %s on %s", message.id, message.topic)
 
@@ -214,15 +243,48 @@ class RedisBroker(BrokerAdapter):
         the streams of matching groups), as a foreign producer could."""
         pipe = self._pipe
         if pipe is None:
-            raise BrokerUnavailableError("the Redis adapter is not connected")
-        await pipe.call(self._scripts.publish.call(topic.encode(), data), resend=True, timeout=self._timeout)
+            raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
+        await self._confirmed(pipe, self._scripts.publish.call(topic.encode(), data))
+
+    async def _confirmed(self, pipe: CommandPipe, packed: bytes) -> int:
+        """Run a publish script call and return how many subscriptions receive it."""
+        try:
+            receivers: int = await pipe.call(packed, resend=True)
+        except ResponseError as error:
+            full = self._backlog.note(error) if self._backlog is not None else None
+            if full is None:
+                raise
+            receivers = full  # taken, and a group's backlog is at its cap: publishers wait from now
+        return receivers
+
+    async def _held(self, topic: str) -> None:
+        """What a publish does when `_hold` is set."""
+        if not self._link.up:
+            raise self._link.unavailable()  # the bus keeps it until the connection is back
+        backlog = self._backlog
+        if backlog is not None and backlog.blocks(topic):
+            await backlog.wait(topic, self.policy.outage_timeout)
+
+    def _update_hold(self) -> None:
+        backlog = self._backlog
+        self._hold = not self._link.up or (backlog is not None and bool(backlog.full))
+
+    def _lost(self, reason: str) -> None:
+        """Either connection is gone (the Link logs it; the bus keeps what is published)."""
+        self._hold = True
+        self._link.lost(reason)
+
+    def _error_reply(self, error: ResponseError) -> bool:
+        """An error reply to a fire-and-forget command: True if it was expected."""
+        backlog = self._backlog
+        return backlog is not None and backlog.note(error) is not None
 
     # -- subscribing ------------------------------------------------------------------------
 
     async def subscribe(self, subscription: Subscription) -> None:
         pubsub, settings = self._pubsub, self._settings
         if pubsub is None or settings is None:
-            raise BrokerUnavailableError("the Redis adapter is not connected")
+            raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
         if subscription.group is not None:
             await self._join_group(subscription, pubsub, settings)
             return
@@ -237,7 +299,7 @@ class RedisBroker(BrokerAdapter):
         route.subscriptions = (*route.subscriptions, subscription)
         self._ungrouped[subscription] = (kind, key)
         try:
-            await pubsub.subscribe(kind, key, self._timeout)
+            await pubsub.subscribe(kind, key, self.policy.outage_timeout)
         except BaseException:
             self._ungrouped.pop(subscription, None)
             self._drop_route(kind, key, subscription)
@@ -252,7 +314,7 @@ class RedisBroker(BrokerAdapter):
         self._consumers[subscription] = consumer
         try:
             # Listen for wake-ups before the first read, so none is missed (see _groups).
-            await pubsub.subscribe(CHANNEL, wake, self._timeout)
+            await pubsub.subscribe(CHANNEL, wake, self.policy.outage_timeout)
             await consumer.start()
         except BaseException:
             self._consumers.pop(subscription, None)
@@ -260,6 +322,20 @@ class RedisBroker(BrokerAdapter):
             raise
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        if not self._durability_checked:
+            self._durability_checked = True
+            settings.pipe.send(command(b"INFO", b"persistence"), self._persistence, False)
+
+    def _persistence(self, info: Any) -> None:
+        """Warn once if Redis keeps no append-only file: then a crash loses confirmed group
+        messages (and the groups themselves)."""
+        if isinstance(info, bytes) and b"aof_enabled:0" in info:
+            logger.warning(
+                "%s runs without appendonly persistence: if Redis crashes or restarts, groups lose "
+                "messages whose publish was confirmed (and the groups themselves). Run it with "
+                "'appendonly yes' and 'appendfsync always' (see amb-redis's README)",
+                self._link.name,
+            )
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         ungrouped = self._ungrouped.pop(subscription, None)
@@ -298,7 +374,13 @@ class RedisBroker(BrokerAdapter):
         """After an unsubscribe: let the handlers in flight finish and acknowledge, then hand
         what is left back to the group."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(consumer.subscription.drain(), self._timeout)
+            await asyncio.wait_for(consumer.subscription.drain(), self.policy.outage_timeout)
+        pipe = self._pipe
+        if pipe is None or not pipe.connected:
+            logger.debug(
+                "%r left while %s is unreachable: its entries are taken over later", consumer, self._link.name
+            )
+            return
         try:
             await consumer.release()
         except Exception as error:
@@ -343,52 +425,108 @@ class RedisBroker(BrokerAdapter):
             if not subscription.offer(message):
                 await subscription.deliver(message)
 
+    # -- recovering -------------------------------------------------------------------------
+
+    def _connection_back(self) -> None:
+        """The command connection reconnected, or Pub/Sub is subscribed again."""
+        if self._restoring is None:
+            self._restoring = asyncio.get_running_loop().create_task(self._restore())
+        else:
+            self._restore_again = True
+
+    async def _restore(self) -> None:
+        """Once both connections are back: register the groups again (a Redis that lost its
+        data recreates them) before anything queued meanwhile is written, then tell the bus
+        the connection is back and let every consumer read what is waiting."""
+        try:
+            while True:
+                self._restore_again = False
+                pipe, pubsub = self._pipe, self._pubsub
+                if pipe is None or pubsub is None or not pipe.connected or not pubsub.restored:
+                    return  # the other connection calls again once it is back
+                consumers = list(self._consumers.values())
+                results = await asyncio.gather(
+                    *(consumer.ensure(urgent=True) for consumer in consumers), return_exceptions=True
+                )
+                if self._restore_again or not pipe.connected or not pubsub.restored:
+                    continue
+                for consumer, result in zip(consumers, results, strict=True):
+                    if result is True:
+                        consumer.recreated()
+                    elif isinstance(result, BaseException):
+                        # Its pump finds the group missing and creates it.
+                        logger.warning(
+                            "%s: could not register %r again: %s", self._link.name, consumer, result
+                        )
+                pipe.open_gate()
+                self._link.restored()
+                self._update_hold()
+                for consumer in consumers:
+                    consumer.reconnected()
+                return
+        except Exception:
+            # A bug, not an outage: carry on as if restored rather than stay down for good.
+            logger.exception("%s: restoring after a reconnect failed", self._link.name)
+            if self._pipe is not None:
+                self._pipe.open_gate()
+                self._link.restored()
+                self._update_hold()
+        finally:
+            self._restoring = None
+
     # -- group upkeep -----------------------------------------------------------------------
-
-    def _on_pipe_reconnect(self) -> None:
-        if self._pubsub is not None and self._pubsub.restored:
-            self._wake_consumers()
-
-    def _wake_consumers(self) -> None:
-        """After a reconnect: read whatever is waiting (a restarted Redis lost the groups; the
-        first read finds that out and creates them again)."""
-        for consumer in self._consumers.values():
-            consumer.claim_later()
 
     async def _tick(self) -> None:
         """While this adapter has grouped subscriptions: keep their registrations fresh, forget
-        groups whose members all died long ago, and take over entries of dead consumers."""
+        groups whose members all died long ago, take over entries of dead consumers and trim
+        what every group acknowledged."""
         interval = self._claim_idle / 2
         while self._consumers:
             await asyncio.sleep(interval)
             pipe = self._pipe
             if pipe is None:
-                return
-            now = int(time.time())
-            for consumer in self._consumers.values():
-                consumer.refresh()
-            pipe.send(self._scripts.sweep.call(b"%d" % (now - int(self._group_retention))), None, False)
+                break
+            if not pipe.connected or not self._link.up:
+                continue
+            try:
+                for consumer in self._consumers.values():
+                    consumer.refresh()
+                patterns = {consumer.pattern.encode() for consumer in self._consumers.values()}
+                at_least = b"%d" % self._stream_maxlen  # a stream is trimmed once it reaches its cap
+                pipe.send(self._scripts.trim.call(at_least, *sorted(patterns)), None, False)
+                cutoff = int(time.time()) - int(self._group_retention)
+                pipe.send(self._scripts.sweep.call(b"%d" % cutoff), None, False)
+            except BrokerUnavailableError:
+                break  # closing
         self._ticker = None
 
 
-def _connection_settings(
-    url: str, options: dict[str, Any]
-) -> tuple[type[AbstractConnection], dict[str, Any], str]:
-    """redis-py's connection class and arguments for ``url`` and ``options``, adjusted for
-    long-lived connections that this adapter reads itself."""
-    options.setdefault("protocol", 2)
-    pool = ConnectionPool.from_url(url, **options)
-    # Replies are parsed here as RESP2 bytes (RESP3 turns Pub/Sub messages into push
-    # notifications, and redis-py 8 ties maintenance notifications to it); reads wait for
-    # messages indefinitely (a dead peer is noticed by TCP keepalive and by the next write).
-    kwargs = {key: value for key, value in pool.connection_kwargs.items() if "maint_notifications" not in key}
-    kwargs.update(decode_responses=False, protocol=2, socket_timeout=None)
-    if kwargs.get("socket_connect_timeout") is None:
-        kwargs["socket_connect_timeout"] = 5.0
-    connection_class = pool.connection_class
-    connection_class(**kwargs)  # an option redis-py does not take fails here, not at connect
-    if "path" in kwargs:
-        address = str(kwargs["path"])
-    else:
-        address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-    return connection_class, kwargs, address
+#: The id of an envelope written by `amb_core.wire.encode` (it comes first, after the mark).
+_ENVELOPE_ID = re.compile(rb'\{"amb":1,"id":"((?:[^"\\]|\\.)*)"')
+
+
+def _log_unsent(commands: list[bytes], name: str) -> None:
+    """Log what the adapter closed without having sent, or without an answer: the ids of the
+    messages among it (each may or may not have reached Redis), and how many acknowledgements
+    (those entries are delivered again)."""
+    if not commands:
+        return
+    ids = [found.group(1).decode("utf-8", "replace") for found in map(_ENVELOPE_ID.search, commands) if found]
+    acknowledgements = len(commands) - len(ids)
+    if ids:
+        logger.error(
+            "%d messages published through %s were not confirmed by Redis when the adapter closed (they may "
+            "not have arrived): ids %s%s",
+            len(ids),
+            name,
+            ", ".join(ids[:20]),
+            f" ... {ids[-1]} (all ids at DEBUG)" if len(ids) > 20 else "",
+        )
+        logger.debug("ids of the messages not confirmed: %s", " ".join(ids))
+    if acknowledgements:
+        logger.warning(
+            "%d acknowledgements or group commands had not reached %s when the adapter closed: entries not "
+            "acknowledged are delivered again",
+            acknowledgements,
+            name,
+        )

@@ -1,0 +1,131 @@
+"""Connecting and reconnecting to peers that misbehave (issue 11, problem 8: a peer that accepts
+TCP and never answers made `connect` hang for good, whatever timeout was passed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import anyio
+import pytest
+
+from amb_core import BrokerUnavailableError, Message, MessageBus
+from amb_redis import RedisBroker
+from conftest import WAIT, BusFactory, Proxy, Received
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_connecting_to_a_silent_peer_gives_up_within_connect_timeout_and_leaves_nothing_open(
+    proxy: Proxy,
+) -> None:
+    proxy.mode = "silent"
+    before = asyncio.all_tasks()
+    bus = MessageBus.from_url(proxy.url, connect_timeout=0.5)
+    started = time.monotonic()
+    with anyio.fail_after(WAIT):  # a safety net: it used to hang here for good
+        with pytest.raises(BrokerUnavailableError) as raised:
+            await bus.connect()
+    assert time.monotonic() - started < WAIT
+    assert "Redis at 127.0.0.1:" in str(raised.value) and "connect_timeout" in str(raised.value)
+    # The cancelled handshake closed its socket (the peer sees it go) and left no task behind.
+    assert len(proxy.silent_closed) == 1
+    with anyio.fail_after(WAIT):
+        await proxy.silent_closed[0].wait()
+    assert {task for task in asyncio.all_tasks() if not task.done()} <= before | {asyncio.current_task()}
+
+
+async def test_a_connect_cancelled_after_the_first_connection_closes_it(proxy: Proxy) -> None:
+    """`connect` opens two connections; cancelled while the second one hangs, it closes the first."""
+    broker = RedisBroker(proxy.url, connect_timeout=0.5)
+    first = proxy.expect("forward")
+    second = proxy.expect("silent")
+
+    async def connect() -> None:
+        await broker.connect()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(connect)
+        await first.wait()
+        proxy.mode = "silent"
+        await second.wait()
+        tasks.cancel_scope.cancel()
+    assert broker._pipe is None and broker._pubsub is None
+    with anyio.fail_after(WAIT):
+        await proxy.silent_closed[0].wait()
+        await proxy.forward_closed[0].wait()  # the first one, which had reached Redis
+    await broker.disconnect()  # nothing to do, and no error
+
+
+async def test_reconnecting_to_a_silent_peer_gives_up_and_tries_again(
+    proxy: Proxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = await make_bus(url=proxy.url, connect_timeout=0.5)
+    plain, grouped = Received(), Received()
+    await bus.subscribe(topic, plain)
+    await bus.subscribe(topic, grouped, group="workers")
+    link = bus.adapter.link
+    assert link is not None
+    silent = proxy.expect("silent")
+    proxy.mode = "silent"
+    proxy.cut()
+    await silent.wait()  # a reconnect attempt is now stuck on a peer that never answers
+    proxy.mode = "forward"
+    await link.wait_up(WAIT)  # used to wait for that attempt for good
+    await bus.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await plain.wait_for(1)
+    await grouped.wait_for(1)
+    with anyio.fail_after(WAIT):
+        for closed in proxy.silent_closed:
+            await closed.wait()  # each attempt that gave up closed its socket
+
+
+async def test_a_refusing_peer_is_unavailable_not_a_hang(proxy: Proxy) -> None:
+    proxy.mode = "refuse"
+    bus = MessageBus.from_url(proxy.url, connect_timeout=5)
+    with anyio.fail_after(WAIT):
+        with pytest.raises(BrokerUnavailableError) as raised:
+            await bus.connect()
+    assert "Redis at 127.0.0.1:" in str(raised.value)
+    assert not isinstance(raised.value, PermissionError)
+
+
+async def test_redis_py_connect_timeout_follows_connect_timeout() -> None:
+    broker = RedisBroker("redis://127.0.0.1:6379/0", connect_timeout=3.5)
+    assert broker._connector.kwargs["socket_connect_timeout"] == 3.5
+    assert broker._connector.kwargs["retry"].get_retries() == 0  # redis-py never retries on its own
+    explicit = RedisBroker("redis://127.0.0.1:6379/0", connect_timeout=3.5, socket_connect_timeout=1)
+    assert explicit._connector.kwargs["socket_connect_timeout"] == 1
+
+
+async def test_no_adapter_warning_during_a_lost_connection_only_the_links(
+    proxy: Proxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = await make_bus(url=proxy.url)
+    grouped = Received()
+    await bus.subscribe(topic, grouped, group="workers")
+    link = bus.adapter.link
+    assert link is not None
+    caplog.clear()
+    caplog.set_level(logging.WARNING)
+    refused = proxy.expect("refuse")
+    proxy.mode = "refuse"
+    proxy.cut()
+    await refused.wait()
+    assert not link.up
+    with pytest.raises(BrokerUnavailableError):  # the bus keeps the message meanwhile
+        await bus.adapter.publish(_message(topic), confirm=False)
+    kept = await bus.publish(topic, {"kept": True})  # kept by the bus, sent once it is back
+    proxy.mode = "forward"
+    await link.wait_up(WAIT)
+    [message] = await grouped.wait_for(1)
+    assert message.id == kept
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "lost the connection to Redis at 127.0.0.1:" in lines[0]
+    assert "is back after" in lines[1]
+
+
+def _message(topic: str) -> Message:
+    return Message(id="direct-1", topic=topic, payload={})
