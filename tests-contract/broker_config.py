@@ -39,6 +39,11 @@ class BrokerConfig:
         netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
+    def speaking_tls(self, url: str) -> tuple[str, dict[str, Any]]:
+        """The URL and options of a client that speaks TLS to ``url``'s (plain) port."""
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}s://{rest}", {}
+
     def with_bad_password(self, url: str, password: str) -> str | None:
         """``url`` with a wrong password, or None where the test broker has no authentication."""
         parts = urlsplit(url)
@@ -116,6 +121,11 @@ class RabbitMQConfig(BrokerConfig):
 
 
 class KafkaConfig(BrokerConfig):
+    def speaking_tls(self, url: str) -> tuple[str, dict[str, Any]]:
+        import ssl
+
+        return url, {"security_protocol": "SSL", "ssl_context": ssl.create_default_context()}
+
     def with_bad_password(self, url: str, password: str) -> str | None:
         return None  # the launcher's Kafka has no authentication
 

@@ -38,6 +38,7 @@ from amb_core import (
     MessageTooLargeError,
 )
 from amb_core.payload import MAX_DEPTH
+from amb_core.testing import nested_payload
 from conftest import ROOT, SCHEME, URL, WAIT, BrokerProcess, BusFactory, Received
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
@@ -48,15 +49,6 @@ CONFIG = config_for(SCHEME)
 HOSTILE = b'{"amb":1,"id":"hostile","topic":"x","payload":{},"timestamp":"9999-12-31T23:59:59-23:59"}'
 #: Seconds the outage test keeps the broker down: long enough to show the log stays quiet.
 OUTAGE = float(os.environ.get("AMB_CHAOS_OUTAGE", "30"))
-
-
-def _nested(depth: int) -> dict[str, Any]:
-    payload: dict[str, Any] = {}
-    inner = payload
-    for _ in range(depth - 1):
-        inner["x"] = {}
-        inner = inner["x"]
-    return payload
 
 
 async def _dead_letters(bus: MessageBus, topic: str, group: str, count: int) -> list[DeadLetterSeen]:
@@ -230,14 +222,14 @@ async def test_a_payload_nested_to_the_limit_arrives_and_one_level_more_is_refus
     make_bus: BusFactory, topic: str, received: Callable[[], Received]
 ) -> None:
     bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
-    await bus.publish(topic, _nested(MAX_DEPTH), wait_for_confirmation=True)
-    for deeper in (_nested(MAX_DEPTH + 1), _nested(252)):
+    await bus.publish(topic, nested_payload(MAX_DEPTH), wait_for_confirmation=True)
+    for deeper in (nested_payload(MAX_DEPTH + 1), nested_payload(252)):
         with pytest.raises(InvalidPayloadError):
             await bus.publish(topic, deeper)
     await bus.publish(topic, {"after": True})
     await grouped.wait_for(2)
     await watched.wait_for(2)
-    assert grouped.payloads[0] == _nested(MAX_DEPTH) and grouped.payloads[1] == {"after": True}
+    assert grouped.payloads[0] == nested_payload(MAX_DEPTH) and grouped.payloads[1] == {"after": True}
 
 
 async def test_an_oversized_message_is_refused_before_sending_and_the_topic_keeps_working(
@@ -321,6 +313,20 @@ async def test_connect_gives_up_within_connect_timeout_whatever_the_peer_does(be
         assert time.monotonic() - started < connect_timeout + 5
         assert str(raised.value)
         assert not bus.is_connected
+
+
+@pytest.mark.network
+async def test_connect_gives_up_within_connect_timeout_on_a_tls_mismatch() -> None:
+    """A client speaking TLS to the broker's plain port."""
+    connect_timeout = 2.0
+    url, options = CONFIG.speaking_tls(URL)
+    bus = MessageBus.from_url(url, connect_timeout=connect_timeout, **options)
+    started = time.monotonic()
+    with anyio.fail_after(connect_timeout + 15):  # a safety net; the promise is below
+        with pytest.raises(BrokerUnavailableError) as raised:
+            await bus.connect()
+    assert time.monotonic() - started < connect_timeout + 5
+    assert str(raised.value)
 
 
 @pytest.mark.network

@@ -22,19 +22,9 @@ from amb_core import (
 )
 from amb_core.memory import DeadLetter
 from amb_core.payload import MAX_DEPTH
-from amb_core.testing import Recorder
+from amb_core.testing import Recorder, nested_payload
 
 pytestmark = pytest.mark.anyio
-
-
-def _nested(depth: int) -> dict[str, Any]:
-    """A payload nesting objects ``depth`` levels deep, the payload itself being level 1."""
-    payload: dict[str, Any] = {}
-    inner = payload
-    for _ in range(depth - 1):
-        inner["x"] = {}
-        inner = inner["x"]
-    return payload
 
 
 # -- limits at publish --------------------------------------------------------------------------
@@ -44,11 +34,11 @@ async def test_payloads_nest_up_to_the_limit_and_no_deeper() -> None:
     got = Recorder(timeout=5)
     async with MessageBus() as bus:
         await bus.subscribe("deep", got)
-        await bus.publish("deep", _nested(MAX_DEPTH))
+        await bus.publish("deep", nested_payload(MAX_DEPTH))
         with pytest.raises(InvalidPayloadError, match="levels deep"):
-            await bus.publish("deep", _nested(MAX_DEPTH + 1))
+            await bus.publish("deep", nested_payload(MAX_DEPTH + 1))
         with pytest.raises(InvalidPayloadError, match="levels deep"):
-            await bus.publish("deep", {"ok": 1}, metadata=_nested(MAX_DEPTH + 1))
+            await bus.publish("deep", {"ok": 1}, metadata=nested_payload(MAX_DEPTH + 1))
         endless: dict[str, Any] = {}
         endless["again"] = endless
         with pytest.raises(InvalidPayloadError):

@@ -11,21 +11,13 @@ import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # type: ignore[import-untyped]
 
 from amb_core import InvalidPayloadError, Message, MessageTooLargeError
+from amb_core.testing import nested_payload
 from amb_core.wire import encode
 from amb_kafka import KafkaBroker
 from amb_kafka.admin import DEFAULT_MESSAGE_MAX_BYTES
 from conftest import WAIT, BusFactory, Received
 
 pytestmark = pytest.mark.anyio
-
-
-def _nested(depth: int) -> dict[str, Any]:
-    payload: dict[str, Any] = {}
-    inner = payload
-    for _ in range(depth - 1):
-        inner["x"] = {}
-        inner = inner["x"]
-    return payload
 
 
 async def _lower_limit(admin: Any, topic: str, limit: int) -> None:
@@ -69,10 +61,10 @@ async def test_a_payload_nested_too_deep_is_refused_and_the_bus_goes_on(
     await subscriber.subscribe(topic, got)
     for depth in (101, 252, 5000):
         with pytest.raises(InvalidPayloadError):
-            await publisher.publish(topic, _nested(depth), wait_for_confirmation=True)
-    await publisher.publish(topic, _nested(100), wait_for_confirmation=True)
+            await publisher.publish(topic, nested_payload(depth), wait_for_confirmation=True)
+    await publisher.publish(topic, nested_payload(100), wait_for_confirmation=True)
     [message] = await got.wait_for(1)
-    assert message.payload == _nested(100)
+    assert message.payload == nested_payload(100)
 
 
 async def test_max_message_size_is_exactly_what_the_broker_takes(make_bus: BusFactory, topic: str) -> None:

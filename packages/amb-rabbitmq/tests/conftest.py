@@ -24,7 +24,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from amb_core import MessageBus
-from amb_core.testing import Recorder
+from amb_core.testing import FaultyProxy, Recorder
 from amb_rabbitmq import RabbitMQBroker
 
 URL = os.environ.get("AMB_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -176,82 +176,12 @@ def broker_restart() -> Callable[[], Awaitable[None]]:
     return restart
 
 
-class Proxy:
-    """Forwards ``127.0.0.1:<port>`` to the broker. `cut` closes every connection and stops
-    listening (connection refused, as for a broker that is down); `restore` listens again on
-    the same port. ``accepted`` counts the connections it took, ``open_connections`` those
-    still open (both ends)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.target_port = host, port
-        self.port = 0
-        self.accepted = 0
-        self.open_connections = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
-
-    def url(self, url: str) -> str:
-        """``url`` (credentials and vhost kept) pointed at the proxy."""
-        scheme, _, rest = url.partition("://")
-        credentials, _, address = rest.rpartition("@")
-        path = address.partition("/")[2]
-        at = f"{credentials}@" if credentials else ""
-        return f"{scheme}://{at}127.0.0.1:{self.port}/{path}"
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        try:
-            broker_reader, broker_writer = await asyncio.open_connection(self.host, self.target_port)
-        except OSError:
-            client_writer.close()
-            return
-        self._writers.update((client_writer, broker_writer))
-        self.open_connections += 1
-        pipes = [
-            asyncio.ensure_future(self._pipe(client_reader, broker_writer)),
-            asyncio.ensure_future(self._pipe(broker_reader, client_writer)),
-        ]
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for writer in (client_writer, broker_writer):
-            writer.close()
-            self._writers.discard(writer)
-        for pipe in pipes:
-            pipe.cancel()
-        await asyncio.gather(*pipes, return_exceptions=True)
-        self.open_connections -= 1
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            with contextlib.suppress(OSError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-        finally:
-            self._tasks.discard(task)
-
-
 @pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
-    """A `Proxy` to the test broker, cut and restored by the test (closed at the end)."""
+async def proxy() -> AsyncIterator[FaultyProxy]:
+    """A faulty peer in front of the test broker, stopped and started by the test (closed at
+    the end): only the test's buses go through it."""
     address = urlsplit(URL)
-    running = Proxy(address.hostname or "127.0.0.1", address.port or 5672)
-    await running.restore()
+    running = FaultyProxy(address.hostname or "127.0.0.1", address.port or 5672)
+    await running.start()
     yield running
-    await running.cut()
+    await running.close()

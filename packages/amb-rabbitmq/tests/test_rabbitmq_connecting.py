@@ -16,8 +16,9 @@ import anyio
 import pytest
 
 from amb_core import BrokerRefusedError, BrokerUnavailableError, MessageBus
+from amb_core.testing import FaultyProxy
 from amb_rabbitmq import RabbitMQBroker
-from conftest import URL, WAIT, Admin, Proxy
+from conftest import URL, WAIT, Admin
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +107,9 @@ async def test_nothing_listening_is_unavailable_with_a_reason() -> None:
     assert "Connect call failed" in str(error) or "refused" in str(error).lower()
 
 
-async def test_a_cancelled_connect_leaves_no_connection_open(proxy: Proxy, prefix: str, admin: Admin) -> None:
+async def test_a_cancelled_connect_leaves_no_connection_open(
+    proxy: FaultyProxy, prefix: str, admin: Admin
+) -> None:
     # The bus cancels connect() after connect_timeout; cancel it here at every stage of the
     # handshake, channels and declarations, and check the proxy sees every connection closed.
     url = proxy.url(URL)

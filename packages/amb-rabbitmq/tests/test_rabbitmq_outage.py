@@ -15,14 +15,17 @@ import pytest
 
 from amb_core import BrokerUnavailableError, Message, MessageBus
 from amb_core.link import Link
+from amb_core.testing import FaultyProxy
 from amb_rabbitmq import RabbitMQBroker
-from conftest import URL, WAIT, Admin, BusFactory, Proxy, Received
+from conftest import URL, WAIT, Admin, BusFactory, Received
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def behind_proxy(proxy: Proxy, prefix: str, admin: Admin) -> AsyncIterator[Callable[..., MessageBus]]:
+async def behind_proxy(
+    proxy: FaultyProxy, prefix: str, admin: Admin
+) -> AsyncIterator[Callable[..., MessageBus]]:
     """Buses whose connection goes through ``proxy`` (connected by the test, closed at the end)."""
     buses: list[MessageBus] = []
 
@@ -51,7 +54,7 @@ def _link(bus: MessageBus) -> Link:
 async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
     make_bus: BusFactory,
     behind_proxy: Callable[..., MessageBus],
-    proxy: Proxy,
+    proxy: FaultyProxy,
     admin: Admin,
     topic: str,
     received: Callable[[], Received],
@@ -71,7 +74,7 @@ async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
     caplog.clear()
     caplog.set_level(logging.DEBUG, logger="amb")  # to count the reconnect attempts
 
-    await proxy.cut()
+    await proxy.stop()
     await _until(lambda: not link.up)
     with anyio.fail_after(5):  # at once: no waiting out the outage in the adapter
         with pytest.raises(BrokerUnavailableError):
@@ -86,7 +89,7 @@ async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
     await _until(lambda: sum("still unreachable" in r.getMessage() for r in caplog.records) >= 6)
     assert not subscribing.done() and not confirming.done()
 
-    await proxy.restore()
+    await proxy.start()
     await _until(lambda: link.up)
     # Restored means restored: the ungrouped queue (recreated) is there already.
     await bus.publish(topic, {"n": 51}, wait_for_confirmation=True)
@@ -108,21 +111,21 @@ async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
 
 
 async def test_a_confirmed_publish_gives_up_after_outage_timeout_and_the_bus_recovers(
-    behind_proxy: Callable[..., MessageBus], proxy: Proxy, topic: str, received: Callable[[], Received]
+    behind_proxy: Callable[..., MessageBus], proxy: FaultyProxy, topic: str, received: Callable[[], Received]
 ) -> None:
     bus = behind_proxy(outage_timeout=1)
     await bus.connect()
     got = received()
     await bus.subscribe(topic, got)
     link = _link(bus)
-    await proxy.cut()
+    await proxy.stop()
     await _until(lambda: not link.up)
     await bus.publish(topic, {"n": 0})  # kept
     with anyio.fail_after(1 + 5):
         with pytest.raises(BrokerUnavailableError) as raised:
             await bus.publish(topic, {"n": "never"}, wait_for_confirmation=True)
     assert "RabbitMQ at amqp://guest:***@" in str(raised.value)
-    await proxy.restore()
+    await proxy.start()
     await _until(lambda: link.up)
     await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
     assert [m.payload for m in await got.wait_for(2)] == [{"n": 0}, {"n": 1}]

@@ -11,18 +11,19 @@ import anyio
 import pytest
 
 from amb_core import BrokerUnavailableError, Message, MessageBus
+from amb_core.testing import FaultyProxy
 from amb_redis import RedisBroker
-from conftest import WAIT, BusFactory, Proxy, Received
+from conftest import URL, WAIT, BusFactory, Received
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_connecting_to_a_silent_peer_gives_up_within_connect_timeout_and_leaves_nothing_open(
-    proxy: Proxy,
+    proxy: FaultyProxy,
 ) -> None:
     proxy.mode = "silent"
     before = asyncio.all_tasks()
-    bus = MessageBus.from_url(proxy.url, connect_timeout=0.5)
+    bus = MessageBus.from_url(proxy.url(URL), connect_timeout=0.5)
     started = time.monotonic()
     with anyio.fail_after(WAIT):  # a safety net: it used to hang here for good
         with pytest.raises(BrokerUnavailableError) as raised:
@@ -36,9 +37,9 @@ async def test_connecting_to_a_silent_peer_gives_up_within_connect_timeout_and_l
     assert {task for task in asyncio.all_tasks() if not task.done()} <= before | {asyncio.current_task()}
 
 
-async def test_a_connect_cancelled_after_the_first_connection_closes_it(proxy: Proxy) -> None:
+async def test_a_connect_cancelled_after_the_first_connection_closes_it(proxy: FaultyProxy) -> None:
     """`connect` opens two connections; cancelled while the second one hangs, it closes the first."""
-    broker = RedisBroker(proxy.url, connect_timeout=0.5)
+    broker = RedisBroker(proxy.url(URL), connect_timeout=0.5)
     first = proxy.expect("forward")
     second = proxy.expect("silent")
 
@@ -59,9 +60,9 @@ async def test_a_connect_cancelled_after_the_first_connection_closes_it(proxy: P
 
 
 async def test_reconnecting_to_a_silent_peer_gives_up_and_tries_again(
-    proxy: Proxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+    proxy: FaultyProxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = await make_bus(url=proxy.url, connect_timeout=0.5)
+    bus = await make_bus(url=proxy.url(URL), connect_timeout=0.5)
     plain, grouped = Received(), Received()
     await bus.subscribe(topic, plain)
     await bus.subscribe(topic, grouped, group="workers")
@@ -81,9 +82,9 @@ async def test_reconnecting_to_a_silent_peer_gives_up_and_tries_again(
             await closed.wait()  # each attempt that gave up closed its socket
 
 
-async def test_a_refusing_peer_is_unavailable_not_a_hang(proxy: Proxy) -> None:
+async def test_a_refusing_peer_is_unavailable_not_a_hang(proxy: FaultyProxy) -> None:
     proxy.mode = "refuse"
-    bus = MessageBus.from_url(proxy.url, connect_timeout=5)
+    bus = MessageBus.from_url(proxy.url(URL), connect_timeout=5)
     with anyio.fail_after(WAIT):
         with pytest.raises(BrokerUnavailableError) as raised:
             await bus.connect()
@@ -100,9 +101,9 @@ async def test_redis_py_connect_timeout_follows_connect_timeout() -> None:
 
 
 async def test_no_adapter_warning_during_a_lost_connection_only_the_links(
-    proxy: Proxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+    proxy: FaultyProxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = await make_bus(url=proxy.url)
+    bus = await make_bus(url=proxy.url(URL))
     grouped = Received()
     await bus.subscribe(topic, grouped, group="workers")
     link = bus.adapter.link

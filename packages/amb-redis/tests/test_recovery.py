@@ -23,8 +23,9 @@ import pytest
 import redis.asyncio as redis
 
 from amb_core import Message, MessageBus
+from amb_core.testing import FaultyProxy
 from amb_core.wire import encode
-from conftest import WAIT, BusFactory, LogWaiter, Proxy, Received, kill_connections
+from conftest import URL, WAIT, BusFactory, LogWaiter, Received, kill_connections
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,12 +126,12 @@ async def test_the_adapter_recovers_from_a_real_restart(make_bus: BusFactory, to
 
 
 async def test_the_link_is_back_only_once_subscriptions_and_groups_are(
-    proxy: Proxy, make_bus: BusFactory, topic: str, admin: redis.Redis
+    proxy: FaultyProxy, make_bus: BusFactory, topic: str, admin: redis.Redis
 ) -> None:
     """Issue 11, problem 6: confirmed publishes made after a restart but before the group was
     registered again were lost. The bus sends nothing until the adapter says the link is back,
     and the adapter says so only once the groups and Pub/Sub subscriptions are in place."""
-    subscriber = await make_bus(url=proxy.url)
+    subscriber = await make_bus(url=proxy.url(URL))
     plain, grouped = await _subscribe_all(subscriber, topic)
     link = subscriber.adapter.link
     assert link is not None
@@ -157,12 +158,12 @@ async def test_the_link_is_back_only_once_subscriptions_and_groups_are(
 
 
 async def test_commands_in_flight_when_the_connection_goes_are_sent_again(
-    proxy: Proxy, make_bus: BusFactory, topic: str
+    proxy: FaultyProxy, make_bus: BusFactory, topic: str
 ) -> None:
     subscriber = await make_bus()
     grouped = Received()
     await subscriber.subscribe(topic, grouped, group="workers")
-    publisher = await make_bus(url=proxy.url)
+    publisher = await make_bus(url=proxy.url(URL))
     adapter: Any = publisher.adapter
     count = 300
     for n in range(count):
@@ -178,12 +179,12 @@ async def test_commands_in_flight_when_the_connection_goes_are_sent_again(
 
 
 async def test_entries_of_a_read_whose_answer_was_lost_are_delivered_after_the_reconnect(
-    proxy: Proxy, make_bus: BusFactory, topic: str, admin: redis.Redis
+    proxy: FaultyProxy, make_bus: BusFactory, topic: str, admin: redis.Redis
 ) -> None:
     """A read that Redis ran but whose answer the lost connection took leaves entries pending
     for this consumer; they used to wait for a take-over after claim_idle (30 s), which a
     broker killed under a confirmed publisher showed as a lost message."""
-    bus = await make_bus(url=proxy.url, claim_idle=300)
+    bus = await make_bus(url=proxy.url(URL), claim_idle=300)
     grouped = Received()
     await bus.subscribe(topic, grouped, group="workers")
     adapter: Any = bus.adapter
@@ -204,9 +205,9 @@ async def test_entries_of_a_read_whose_answer_was_lost_are_delivered_after_the_r
 
 
 async def test_publishes_unconfirmed_when_the_adapter_closes_are_logged_with_their_ids(
-    proxy: Proxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+    proxy: FaultyProxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    publisher = await make_bus(url=proxy.url)
+    publisher = await make_bus(url=proxy.url(URL))
     adapter: Any = publisher.adapter
     ids = [await publisher.publish(topic, {"n": n}) for n in range(5)]
     with anyio.fail_after(WAIT):
