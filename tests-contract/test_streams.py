@@ -128,7 +128,9 @@ async def test_a_responder_that_fails_mid_stream_ends_it_with_its_error(
     assert raised.value.error_message == "the model went away"
 
 
-async def test_a_handler_that_fails_before_streaming_is_an_error_too(make_bus: BusFactory, topic: str) -> None:
+async def test_a_handler_that_fails_before_streaming_is_an_error_too(
+    make_bus: BusFactory, topic: str
+) -> None:
     requester, responder = await make_bus(), await make_bus()
 
     async def fail(request: Message) -> None:
@@ -223,7 +225,9 @@ async def test_a_requester_that_times_out_between_chunks_cancels_the_responder(
         await cancelled.wait()
 
 
-async def test_a_requester_that_closes_its_bus_cancels_the_responder(make_bus: BusFactory, topic: str) -> None:
+async def test_a_requester_that_closes_its_bus_cancels_the_responder(
+    make_bus: BusFactory, topic: str
+) -> None:
     responder_bus = await make_bus()
     responder = _Cancellable(responder_bus)
     await responder_bus.subscribe(topic, responder)
@@ -242,7 +246,9 @@ async def test_a_requester_that_closes_its_bus_cancels_the_responder(make_bus: B
         await responder.cancelled.wait()
 
 
-async def test_a_responder_that_stops_sending_times_the_requester_out(make_bus: BusFactory, topic: str) -> None:
+async def test_a_responder_that_stops_sending_times_the_requester_out(
+    make_bus: BusFactory, topic: str
+) -> None:
     requester, responder = await make_bus(), await make_bus()
     stop = anyio.Event()
 

@@ -10,8 +10,8 @@ the bus, so every adapter behaves the same (docs/semantics.md).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from amb_core.policy import Policy

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from functools import partial
 from datetime import datetime, timezone
 from enum import Enum
+from functools import partial
 from types import TracebackType
 from typing import Any
 

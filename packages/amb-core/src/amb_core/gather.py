@@ -59,11 +59,10 @@ class _Gathering:
 
     def _check(self) -> None:
         replies = self.replies
-        if (self._max_replies is not None and len(replies) >= self._max_replies) or (
-            self._expected is not None and len(replies) + len(replies.failures) >= self._expected
-        ):
-            if not self.done.done():
-                self.done.set_result(None)
+        enough = self._max_replies is not None and len(replies) >= self._max_replies
+        everyone = self._expected is not None and len(replies) + len(replies.failures) >= self._expected
+        if (enough or everyone) and not self.done.done():
+            self.done.set_result(None)
 
 
 async def gather(

@@ -11,6 +11,7 @@ stream nobody listens to any more is answered the same way (`amb_core.replies`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -27,15 +28,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("amb")
 
+#: Longest a `ReplyStream` keeps the event loop without a pass (seconds).
+_YIELD_INTERVAL = 0.001
 #: Set on an exception that `ReplyStream` already sent to the requester as the stream's error
 #: end, so that the bus does not answer the request with it a second time.
 ANSWERED = "_amb_answered"
 
 
 class _Chunks:
-    """The chunks of one stream, as they arrive in the requester's inbox, and the wait for the next."""
+    """The chunks of one stream, as they arrive in the requester's inbox, and the wait for the next.
 
-    __slots__ = ("_correlation_id", "_error", "_inbox", "_loop", "_queue", "_timeout", "_topic", "_waiter", "responder")
+    The timeout is one timer per stream, not one per wait: each chunk only notes when it came
+    (``_active``), and the timer, when it fires, sleeps again until ``timeout`` after that.
+    """
+
+    __slots__ = (
+        "_active",
+        "_correlation_id",
+        "_error",
+        "_inbox",
+        "_loop",
+        "_queue",
+        "_timeout",
+        "_timer",
+        "_topic",
+        "_waiter",
+        "responder",
+    )
 
     def __init__(self, inbox: ReplyInbox, correlation_id: str, topic: str, timeout: float) -> None:
         self._inbox = inbox
@@ -46,6 +65,9 @@ class _Chunks:
         self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        #: When the last chunk came, or the requester began waiting for the next (loop time).
+        self._active = 0.0
         #: The responder's inbox, learnt from its first chunk: where a cancellation goes.
         self.responder: str | None = None
 
@@ -53,6 +75,7 @@ class _Chunks:
         if self.responder is None and message.reply_to is not None:
             self.responder = message.reply_to
         self._queue.append(message)
+        self._active = self._loop.time()
         self._wake()
 
     def receivers(self, count: int) -> None:
@@ -68,8 +91,15 @@ class _Chunks:
     def leave(self) -> None:
         """The requester stops listening: tell the responder, if it is known yet (otherwise
         its first chunk finds nobody listening, and the inbox tells it then)."""
+        self.end()
         if self.responder is not None:
             self._inbox.cancel_stream(self._correlation_id, self.responder)
+
+    def end(self) -> None:
+        """Nothing more to wait for."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -82,12 +112,13 @@ class _Chunks:
         if self._queue:
             return self._queue.popleft()
         if self._error is None:
+            self._active = self._loop.time()
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._active + self._timeout, self._check)
             waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(self._timeout, _expire, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
             if self._queue:
                 return self._queue.popleft()
@@ -97,10 +128,15 @@ class _Chunks:
             f"no chunk of the reply stream to the request on {self._topic!r} within {self._timeout} s"
         )
 
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    def _check(self) -> None:
+        """The timer: expire the wait if nothing came for ``timeout``, else sleep again (or
+        stop, while nobody waits: the next wait arms it again)."""
+        due = self._active + self._timeout
+        if self._waiter is not None and self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._check)
+        else:
+            self._timer = None
+            self._wake()
 
 
 async def request_stream(
@@ -148,7 +184,9 @@ async def request_stream(
             return
     finally:
         inbox.stop_collecting(correlation_id)
-        if not finished:
+        if finished:
+            chunks.end()
+        else:
             chunks.leave()
 
 
@@ -175,10 +213,12 @@ class ReplyStream:
         "_cancelled",
         "_ended",
         "_inbox",
+        "_loop",
         "_priority",
         "_reply_to",
         "_request",
         "_sender",
+        "_yield_at",
         "sent",
     )
 
@@ -193,11 +233,15 @@ class ReplyStream:
         self._inbox: ReplyInbox | None = None
         self._cancelled = False
         self._ended = False
+        self._yield_at = 0.0
+        self._loop = asyncio.get_running_loop()
         #: Chunks sent so far.
         self.sent = 0
 
     def __repr__(self) -> str:
-        return f"<ReplyStream to request {self._request.id} on {self._request.topic!r}: {self.sent} chunks sent>"
+        return (
+            f"<ReplyStream to request {self._request.id} on {self._request.topic!r}: {self.sent} chunks sent>"
+        )
 
     @property
     def cancelled(self) -> bool:
@@ -243,7 +287,9 @@ class ReplyStream:
             # Cancelled (the bus is closing, say): awaiting now could be cancelled again.
             self._bus._spawn(self._publish_quietly(marks))
 
-    async def send(self, payload: Mapping[str, Any] | None = None, *, metadata: Mapping[str, Any] | None = None) -> None:
+    async def send(
+        self, payload: Mapping[str, Any] | None = None, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         """Send the next chunk (a JSON object, like any payload). Raises `RequestCancelledError`
         once the requester has gone away."""
         if self._cancelled:
@@ -256,6 +302,13 @@ class ReplyStream:
         marks = {SEQ: self.sent} if not metadata else {**metadata, SEQ: self.sent}
         await self._publish(payload, marks)
         self.sent += 1
+        # A pass of the event loop after the first chunk and then at least every millisecond,
+        # so that chunks are on their way as they come even from a producer that never waits
+        # for anything else (one pass per chunk would cost more than the chunk).
+        now = self._loop.time()
+        if now >= self._yield_at:
+            self._yield_at = now + _YIELD_INTERVAL
+            await asyncio.sleep(0)
 
     async def _publish(self, payload: Mapping[str, Any] | None, marks: dict[str, Any]) -> None:
         assert self._inbox is not None
@@ -277,10 +330,8 @@ class ReplyStream:
 
 
 def _mark_answered(error: BaseException) -> None:
-    try:
+    with contextlib.suppress(AttributeError):  # an exception type that takes no attributes
         setattr(error, ANSWERED, True)
-    except AttributeError:  # pragma: no cover - an exception type that takes no attributes
-        pass
 
 
 def _unanswered(request: Message, error: BaseException) -> None:
