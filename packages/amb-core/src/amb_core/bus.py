@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from functools import partial
@@ -372,7 +372,10 @@ class MessageBus:
         raised instead of replying. The request's ``ttl`` is ``timeout`` unless given: nobody
         handles it once its requester has given up.
         """
-        inbox = await self._inbox_for_requests()
+        # _inbox_for_requests inline: one coroutine less on the request's hot path.
+        inbox = self._inbox
+        if inbox is None or self._state is not _State.OPEN:
+            inbox = await self._inbox_for_requests()
         message = self._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata)
         reply = inbox.expect(message.id, topic, timeout)
         try:
@@ -489,13 +492,23 @@ class MessageBus:
             topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
         )
 
-    async def _publish_request(self, message: Message, inbox: ReplyInbox, *, count: bool = False) -> None:
-        """Publish a request, telling ``inbox`` what the broker says about who receives it."""
+    def _publish_request(
+        self, message: Message, inbox: ReplyInbox, *, count: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Publish a request, telling ``inbox`` what the broker says about who receives it (to
+        await). In memory the adapter's own coroutine: one coroutine less on the hot path."""
         receivers = partial(inbox.receivers, message.id)
+        if self._link is None:
+            return self._adapter.publish_tracked(message, receivers, count=count)
+        return self._publish_linked_request(message, receivers, count)
+
+    async def _publish_linked_request(
+        self, message: Message, receivers: Callable[[int], None], count: bool
+    ) -> None:
+        """`_publish_request` through a network adapter, riding out outages (as `publish`)."""
         link = self._link
-        if link is None:
-            await self._adapter.publish_tracked(message, receivers, count=count)
-        elif link.up and self._outbox is None:
+        assert link is not None
+        if link.up and self._outbox is None:
             try:
                 await self._adapter.publish_tracked(message, receivers, count=count)
             except BrokerUnavailableError:
