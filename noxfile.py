@@ -99,6 +99,7 @@ def types(session: nox.Session) -> None:
         "scripts/services.py",
         "scripts/check_installed.py",
         "scripts/docs_site.py",
+        "scripts/test_docs_site.py",
         "tests-contract",
         "benchmarks",
     )
@@ -152,7 +153,8 @@ def docs(session: nox.Session) -> None:
     """The documentation site, built with ``mkdocs build --strict``: a broken include, link or
     docstring fails it. ``nox -s docs -- serve`` previews it instead."""
     _install_packages(session)  # the amb parser, whose --help the CLI page shows
-    session.install(*DOCS_REQUIREMENTS)
+    session.install(*DOCS_REQUIREMENTS, "pytest")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "scripts/test_docs_site.py")
     env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's notice about its successor, on every build
     if session.posargs[:1] == ["serve"]:
         session.run("mkdocs", "serve", *session.posargs[1:], env=env)
