@@ -146,6 +146,7 @@ def bench(session: nox.Session) -> None:
     session.install("matplotlib")
     session.run("python", "benchmarks/reproduce_results.py", "--iterations", "50", "--impl", "current")
     session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick")
+    session.run("python", "benchmarks/agent_patterns.py", "--adapters", "memory", "--quick")
 
 
 @nox.session(python=DEFAULT_PYTHON)

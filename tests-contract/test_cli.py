@@ -167,13 +167,43 @@ async def test_request_prints_the_reply_and_times_out_with_exit_code_3(topic: st
 
     code, out, err = await run_amb("request", f"{topic}.nobody", "--timeout", "0.5")
     assert code == 3 and out == ""
-    assert err == f"amb request: no reply to the request on '{topic}.nobody' within 0.5 s\n"
+    if responder.capabilities.reports_no_responders:
+        assert (
+            err == f"amb request: no subscription receives requests on '{topic}.nobody': nobody can answer\n"
+        )
+    else:
+        assert err == f"amb request: no reply to the request on '{topic}.nobody' within 0.5 s\n"
+
+
+async def test_request_whose_handler_fails_is_exit_code_4(topic: str) -> None:
+    async with MessageBus.from_url(URL) as responder:
+
+        async def refuse(request: Message) -> None:
+            raise PermissionError("delete_file needs a human")
+
+        await responder.subscribe(topic, refuse)
+        code, out, err = await run_amb("request", topic, '{"action": "delete_file"}')
+    assert (code, out) == (4, "")
+    assert err.endswith("raised PermissionError: delete_file needs a human\n")
+    assert "Traceback" not in err
 
 
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_the_review_demo_streams_and_gathers_on_the_broker() -> None:
+    code, out, err = await run_amb("demo", "--scenario", "review")
+    assert (code, "Traceback" in err) == (0, False), err
+    assert (
+        "Proposal: move the nightly report to a streaming job, so agents see results as they come.\n" in out
+    )
+    assert "  verdict from alice: approve\n" in out
+    assert "  a reviewer failed: RuntimeError: review model unavailable (HTTP 503)\n" in out
+    assert "  [carol] deadline passed: review dropped, model call stopped\n" in out
+    assert "  1 reviewer(s) too slow; approved by everyone who answered\n" in out
 
 
 @pytest.mark.parametrize("command", [["pub", "agent.thinking"], ["sub", "agent.#"], ["request", "agent.ask"]])

@@ -95,7 +95,10 @@ def test_no_reply_is_exit_code_3(capsys: pytest.CaptureFixture[str]) -> None:
         "request", "agent.verification", '{"action": "x"}', "--timeout", "0.1", capsys=capsys
     )
     assert (code, out) == (3, "")
-    assert err == "amb request: no reply to the request on 'agent.verification' within 0.1 s\n"
+    # memory:// in a process of its own: no route, and the bus says so at once
+    assert (
+        err == "amb request: no subscription receives requests on 'agent.verification': nobody can answer\n"
+    )
 
 
 def test_the_url_comes_from_amb_url(
@@ -197,3 +200,25 @@ def test_sub_json_lines_and_count_on_a_shared_in_process_broker() -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["payload"] for line in lines] == [{"n": 0}, {"n": 1}]
     assert {line["sender"] for line in lines} == {"t"}
+
+
+def test_the_review_demo_streams_and_gathers() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "amb_core", "demo", "--scenario", "review"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert (
+        "  [drafter] Proposal: move the nightly report to a streaming job, so agents see results as they come."
+        in lines
+    )
+    assert lines[-4].startswith("coordinator: after ")  # the gather's timeout, 2 s
+    assert lines[-3:] == [
+        "  verdict from alice: approve",
+        "  a reviewer failed: RuntimeError: review model unavailable (HTTP 503)",
+        "  1 reviewer(s) too slow; approved by everyone who answered",
+    ]
+    assert "  [carol] deadline passed: review dropped, model call stopped" in lines

@@ -3,6 +3,10 @@
 async with MessageBus() as bus:
     await bus.subscribe("agent.thoughts", handle)
     await bus.publish("agent.thoughts", {"thought": "Hello World!"})
+
+Agent patterns on every broker: ``request_stream`` / ``reply_stream`` (streamed replies that the
+requester can cancel), ``gather`` (scatter-gather), `NoRespondersError`, error answers
+(`RemoteHandlerError`) and deadlines (``Message.expires_at``).
 """
 
 from __future__ import annotations
@@ -22,12 +26,18 @@ from amb_core.errors import (
     InvalidPayloadError,
     InvalidTopicError,
     MessageTooLargeError,
+    NoRespondersError,
+    RemoteHandlerError,
+    RequestCancelledError,
     RequestTimeoutError,
+    StreamSequenceError,
 )
+from amb_core.gather import Replies
 from amb_core.link import Link
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority
 from amb_core.policy import Policy
+from amb_core.streams import ReplyStream
 from amb_core.subscription import MessageHandler, Subscription
 
 try:
@@ -56,8 +66,14 @@ __all__ = [
     "MessageHandler",
     "MessagePriority",
     "MessageTooLargeError",
+    "NoRespondersError",
     "Policy",
+    "RemoteHandlerError",
+    "Replies",
+    "ReplyStream",
+    "RequestCancelledError",
     "RequestTimeoutError",
+    "StreamSequenceError",
     "Subscription",
     "__author__",
     "__license__",

@@ -10,6 +10,7 @@ the bus, so every adapter behaves the same (docs/semantics.md).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +38,12 @@ class Capabilities:
     survives_restart: bool = True
     #: A grouped subscription whose handler raised gets the message again (at-least-once).
     redelivers_failed: bool = False
+    #: The broker reports at once that no subscription receives a request, so that `request()`
+    #: raises `NoRespondersError` instead of waiting for its timeout.
+    reports_no_responders: bool = False
+    #: The broker reports how many subscriptions receive a request (each ungrouped one, one
+    #: per group), so that `gather()` returns as soon as all of them have answered.
+    counts_receivers: bool = False
 
 
 class BrokerAdapter(ABC):
@@ -96,6 +103,21 @@ class BrokerAdapter(ABC):
         when ``confirm`` is set. When the connection is lost, call ``link.lost`` and raise
         `BrokerUnavailableError` if the message was not taken: the bus keeps it for later.
         """
+
+    async def publish_tracked(
+        self, message: Message, receivers: Callable[[int], None], *, count: bool = False
+    ) -> None:
+        """Send a request as ``publish(message, confirm=False)`` does, and call ``receivers(n)``
+        (at most once, now or later) with what the broker says about who receives it.
+
+        ``n == 0`` means that no subscription receives it, and only an adapter declaring
+        `Capabilities.reports_no_responders` may say so (never as a guess). With ``count``, an
+        adapter declaring `Capabilities.counts_receivers` calls it with the exact number of
+        subscriptions that receive it (each ungrouped one, one per group); otherwise a positive
+        ``n`` only means "some". The default, for brokers that cannot tell, publishes and never
+        calls it.
+        """
+        await self.publish(message, confirm=False)
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         """Put ``data`` on ``topic`` as-is, exactly where `publish` puts an envelope, as a foreign

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import datetime, timezone
 from enum import Enum
+from functools import partial
 from types import TracebackType
 from typing import Any
 
 import anyio
 
+from amb_core import gather as _gather
+from amb_core import streams
 from amb_core.adapter import BrokerAdapter, Capabilities
+from amb_core.control import CANCELLED, ERROR, error_mark
 from amb_core.errors import BrokerUnavailableError, BusClosedError
+from amb_core.gather import Replies
 from amb_core.ids import new_id
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority, build_message
@@ -22,6 +28,7 @@ from amb_core.payload import json_object
 from amb_core.policy import Policy
 from amb_core.registry import adapter_from_url
 from amb_core.replies import ReplyInbox
+from amb_core.streams import ANSWERED, ReplyStream
 from amb_core.subscription import MessageHandler, Subscription
 from amb_core.topics import INBOX_PREFIX, validate_group, validate_pattern, validate_topic
 
@@ -71,6 +78,8 @@ class MessageBus:
         self._link = self._adapter.link
         #: Messages kept during an outage (see `amb_core.outbox`); None when there are none.
         self._outbox: Outbox | None = None
+        #: Messages the bus sends on its own behalf (cancellations), awaited before it closes.
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(
@@ -148,8 +157,10 @@ class MessageBus:
                     )
             if self._inbox is not None:
                 inbox, self._inbox = self._inbox, None
-                inbox.fail_all()
+                inbox.fail_all()  # reply streams this bus listens to tell their responders
                 await self._detach(inbox)
+            if self._background:
+                await asyncio.wait(self._background, timeout=self._drain_timeout)
             if self._outbox is not None:
                 outbox, self._outbox = self._outbox, None
                 await outbox.close(self._drain_timeout)
@@ -324,6 +335,7 @@ class MessageBus:
             concurrency=concurrency,
             queue_size=self._queue_size,
             max_attempts=self._policy.max_attempts,
+            answer_failure=self._answer_failure,
         )
         if self._link is not None and not self._link.up:
             await self._link.wait_up(self._policy.outage_timeout)
@@ -354,24 +366,194 @@ class MessageBus:
         """Publish a request and return the first reply (see `reply`).
 
         Raises `RequestTimeoutError` (a `TimeoutError`) when no reply comes within ``timeout``
-        seconds; a reply arriving later is dropped.
+        seconds (a reply arriving later is dropped); `NoRespondersError` (a
+        `RequestTimeoutError`) at once where the broker reports that no subscription receives
+        it (``capabilities.reports_no_responders``); `RemoteHandlerError` when the handler
+        raised instead of replying. The request's ``ttl`` is ``timeout`` unless given: nobody
+        handles it once its requester has given up.
         """
-        if self._state is not _State.OPEN and self._state is not _State.CLOSING:
-            raise self._refuse()
-        inbox = self._inbox if self._inbox is not None else await self._open_inbox()
-        message_id = new_id()
-        message = self._envelope(
-            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
-        )
-        reply = inbox.expect(message_id, topic, timeout)
+        # _inbox_for_requests inline: one coroutine less on the request's hot path.
+        inbox = self._inbox
+        if inbox is None or self._state is not _State.OPEN:
+            inbox = await self._inbox_for_requests()
+        message = self._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata)
+        reply = inbox.expect(message.id, topic, timeout)
         try:
-            if self._link is None:
-                await self._adapter.publish(message, confirm=False)
-            else:
-                await self._send(message, False)
+            await self._publish_request(message, inbox)
             return await reply
         finally:
-            inbox.forget(message_id)
+            inbox.forget(message.id)
+
+    def request_stream(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 30.0,
+        priority: MessagePriority = _NORMAL,
+        sender: str | None = None,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[Message]:
+        """Send one request, when the loop starts, and yield the chunks of its reply stream in
+        the order they were sent (see `reply_stream`)::
+
+            async for chunk in bus.request_stream("agent.draft", {"brief": "..."}):
+                print(chunk.payload["token"], end="")
+
+        ``timeout`` bounds the wait for the first chunk and between chunks
+        (`RequestTimeoutError`); the other options are those of `request`, which raises what
+        this raises. A missing or repeated chunk raises `StreamSequenceError`; a responder that
+        failed, `RemoteHandlerError`. Leaving the loop early (``break``, an exception, the
+        task's cancellation, ``aclose()``) tells the responder to stop. A plain `reply` to it
+        is a stream of that one message.
+        """
+        return streams.request_stream(
+            self,
+            topic,
+            payload,
+            timeout=timeout,
+            priority=priority,
+            sender=sender,
+            ttl=ttl,
+            metadata=metadata,
+        )
+
+    def reply_stream(self, request: Message, *, sender: str | None = None) -> ReplyStream:
+        """Answer ``request`` with a stream of chunks::
+
+            async with bus.reply_stream(request) as stream:
+                async for token in llm(request.payload):
+                    await stream.send({"token": token})
+
+        Leaving the block ends the stream; leaving it with an exception ends it with that error
+        (the requester raises `RemoteHandlerError`). Once the requester has gone away,
+        ``stream.send`` raises `RequestCancelledError`.
+        """
+        return ReplyStream(self, request, sender)
+
+    async def gather(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 5.0,
+        max_replies: int | None = None,
+        priority: MessagePriority = _NORMAL,
+        sender: str | None = None,
+        ttl: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Replies:
+        """Send one request that every subscription may answer (each ungrouped subscription,
+        and one member of each group) and return the replies received within ``timeout``
+        seconds, or the first ``max_replies``, in the order they arrived: an empty list if
+        nobody answered, never `RequestTimeoutError`.
+
+        It returns as soon as every subscription that received the request has answered where
+        the broker counts them (``capabilities.counts_receivers``), at once where it reports
+        that nobody receives it. Handlers that raised are not replies: the returned list's
+        ``failures`` holds a `RemoteHandlerError` for each. Other options: as for `request`.
+        """
+        return await _gather.gather(
+            self,
+            topic,
+            payload,
+            timeout=timeout,
+            max_replies=max_replies,
+            priority=priority,
+            sender=sender,
+            ttl=ttl,
+            metadata=metadata,
+        )
+
+    async def _inbox_for_requests(self) -> ReplyInbox:
+        """The inbox, opened at the first request; raises if the bus is not usable."""
+        if self._state is not _State.OPEN and self._state is not _State.CLOSING:
+            raise self._refuse()
+        return self._inbox if self._inbox is not None else await self._open_inbox()
+
+    def _request_message(
+        self,
+        inbox: ReplyInbox,
+        topic: str,
+        payload: Mapping[str, Any] | None,
+        timeout: float,
+        priority: MessagePriority,
+        sender: str | None,
+        ttl: float | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Message:
+        """The envelope of a request answered in ``inbox``. Its ttl is the requester's timeout
+        unless given: a request nobody waits for any more is never handled."""
+        if ttl is None and isinstance(timeout, (int, float)) and 0 < timeout < math.inf:
+            ttl = timeout
+        message_id = new_id()
+        return self._envelope(
+            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
+        )
+
+    def _publish_request(
+        self, message: Message, inbox: ReplyInbox, *, count: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Publish a request, telling ``inbox`` what the broker says about who receives it (to
+        await). In memory the adapter's own coroutine: one coroutine less on the hot path."""
+        receivers = partial(inbox.receivers, message.id)
+        if self._link is None:
+            return self._adapter.publish_tracked(message, receivers, count=count)
+        return self._publish_linked_request(message, receivers, count)
+
+    async def _publish_linked_request(
+        self, message: Message, receivers: Callable[[int], None], count: bool
+    ) -> None:
+        """`_publish_request` through a network adapter, riding out outages (as `publish`)."""
+        link = self._link
+        assert link is not None
+        if link.up and self._outbox is None:
+            try:
+                await self._adapter.publish_tracked(message, receivers, count=count)
+            except BrokerUnavailableError:
+                if link.up:
+                    raise
+                await self._send(message, False)  # lost on the way: the outbox keeps it
+        else:
+            await self._send(message, False)
+
+    async def _answer_failure(self, request: Message, error: Exception) -> None:
+        """Answer ``request``, whose handler raised for the last time, with the error, so that
+        its requester raises `RemoteHandlerError` at once instead of waiting for its timeout."""
+        if getattr(error, ANSWERED, False):
+            return  # its reply stream ended with this error already
+        try:
+            await self.publish(
+                request.reply_to or request.topic,
+                None,
+                priority=request.priority,
+                metadata={ERROR: error_mark(error)},
+                correlation_id=request.correlation_id,
+            )
+        except Exception as failure:
+            logger.log(
+                logging.DEBUG if isinstance(failure, BusClosedError) else logging.WARNING,
+                "could not tell the requester of %s on %s that its handler failed: %s",
+                request.id,
+                request.topic,
+                failure,
+            )
+
+    def _send_cancel(self, responder: str, correlation_id: str) -> None:
+        """Tell the responder whose inbox is ``responder`` to stop its reply stream."""
+        self._spawn(self._cancel(responder, correlation_id))
+
+    async def _cancel(self, responder: str, correlation_id: str) -> None:
+        try:
+            await self.publish(responder, None, metadata=CANCELLED, correlation_id=correlation_id)
+        except Exception as error:
+            logger.debug("could not cancel the reply stream of request %s: %s", correlation_id, error)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _open_inbox(self) -> ReplyInbox:
         if self._inbox_lock is None:
@@ -379,7 +561,7 @@ class MessageBus:
         async with self._inbox_lock:
             if self._inbox is None:
                 inbox_id = new_id()
-                inbox = ReplyInbox(inbox_id, INBOX_PREFIX + inbox_id)
+                inbox = ReplyInbox(inbox_id, INBOX_PREFIX + inbox_id, self._send_cancel)
                 await self._adapter.subscribe(inbox)
                 self._inbox = inbox
             return self._inbox

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from amb_core.message import Message
+
 
 class AMBError(Exception):
     """Base class of every error raised by AMB itself."""
@@ -39,7 +44,47 @@ class BrokerRefusedError(AMBError, PermissionError):
 
 
 class RequestTimeoutError(AMBError, TimeoutError):
-    """No reply arrived before the request's timeout."""
+    """No reply arrived before the request's timeout (for a stream: no chunk within ``timeout``
+    of the request or of the previous chunk)."""
+
+
+class NoRespondersError(RequestTimeoutError):
+    """The broker reported, at once, that no subscription receives the request, so no reply can
+    come. A `RequestTimeoutError` (and a `TimeoutError`), so code written for timeouts keeps
+    working; raised only where ``bus.capabilities.reports_no_responders``."""
+
+
+class RemoteHandlerError(AMBError):
+    """The handler of a request raised, and the bus answered with its error instead of a reply.
+
+    ``error_type`` and ``error_message`` are the exception's type name and message, as the
+    responder sent them; ``reply`` is the error answer itself (its ``sender``, ``timestamp``...).
+    """
+
+    def __init__(self, message: str, *, error_type: str, error_message: str, reply: Message) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.error_message = error_message
+        self.reply = reply
+
+    def __reduce__(self) -> tuple[object, ...]:
+        kwargs = {"error_type": self.error_type, "error_message": self.error_message, "reply": self.reply}
+        return (_remote_handler_error, (str(self), kwargs))
+
+
+def _remote_handler_error(message: str, kwargs: dict[str, object]) -> RemoteHandlerError:
+    return RemoteHandlerError(message, **kwargs)  # type: ignore[arg-type]
+
+
+class RequestCancelledError(AMBError):
+    """Raised by `ReplyStream.send` once the requester has gone away (it left its loop, timed
+    out or closed its bus): stop the work. A handler that lets it propagate ends quietly: it is
+    not a failure, and a group does not retry it."""
+
+
+class StreamSequenceError(AMBError):
+    """A reply stream's chunks arrived out of sequence: one is missing or came twice (chunks
+    are numbered, so a stream never has a silent gap)."""
 
 
 class AdapterNotInstalledError(AMBError, ImportError):

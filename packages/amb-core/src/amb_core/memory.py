@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -191,7 +192,11 @@ class InMemoryBroker(BrokerAdapter):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        priority=True, survives_restart=True, redelivers_failed=True
+        priority=True,
+        survives_restart=True,
+        redelivers_failed=True,
+        reports_no_responders=True,
+        counts_receivers=True,
     )
     _shared_hubs: ClassVar[dict[str, _Hub]] = {}
 
@@ -239,6 +244,19 @@ class InMemoryBroker(BrokerAdapter):
                 await target.deliver(message)
         if confirm and not route:
             logger.warning("no subscription receives message %s on %s", message.id, message.topic)
+
+    async def publish_tracked(
+        self, message: Message, receivers: Callable[[int], None], *, count: bool = False
+    ) -> None:
+        route = self._hub.routes.get(message.topic)
+        if route is None:
+            route = self._hub.route(message.topic)
+        if count or not route:  # a plain request only needs to hear of "nobody"
+            receivers(len(route))  # each ungrouped subscription, and each group, gets one copy
+        # `publish` inline: one coroutine less on the request's hot path.
+        for target in route:
+            if not target.offer(message):
+                await target.deliver(message)
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         # Nothing foreign travels in memory, but bytes handed in are judged as on a real broker.

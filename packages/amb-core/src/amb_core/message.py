@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import IntEnum
 from typing import Annotated, Any
 
@@ -72,6 +72,14 @@ class Message(BaseModel):
     timestamp: UTCDateTime = Field(default_factory=_utcnow)
     ttl: float | None = Field(default=None, gt=0, description="seconds the message may wait for delivery")
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the ttl runs out (an aware UTC datetime), or None without one. A request's ttl is
+        its requester's timeout by default, so a handler can bound its own work (an LLM call,
+        say) by the moment nobody waits for the answer any more."""
+        ttl = self.ttl
+        return None if ttl is None else self.timestamp + timedelta(seconds=ttl)
 
     def expired(self, now: float) -> bool:
         """Whether the ttl ran out before ``now`` (a POSIX timestamp)."""

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from amb_core.delivery import Delivery
-from amb_core.errors import InvalidMessageError
+from amb_core.errors import InvalidMessageError, RequestCancelledError
 from amb_core.message import Message, MessagePriority
 from amb_core.topics import compile_pattern
 from amb_core.wire import decode, log_invalid
@@ -29,6 +29,8 @@ logger = logging.getLogger("amb")
 #: plain function returning None, which runs on the event loop (so it must not block). Any
 #: object with such a ``__call__`` works too.
 MessageHandler = Callable[[Message], "Awaitable[object] | None"]
+#: How the bus answers a request whose handler failed for good (see `Subscription`).
+FailureAnswer = Callable[[Message, Exception], Awaitable[None]]
 _Entry = tuple[Message, "Delivery | None"]
 #: How much of a handler's exception a dead letter keeps as its reason.
 _MAX_REASON = 1000
@@ -43,6 +45,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "_answer_failure",
         "_closed",
         "_handler",
         "_handler_is_async",
@@ -77,7 +80,10 @@ class Subscription:
         concurrency: int = 1,
         queue_size: int = 1024,
         max_attempts: int = 3,
+        answer_failure: FailureAnswer | None = None,
     ) -> None:
+        """``answer_failure(request, error)`` answers a request (a message with ``reply_to``)
+        whose handler raised for the last time, so that its requester need not wait."""
         self.id = id
         self.pattern = pattern
         self.group = group
@@ -86,6 +92,7 @@ class Subscription:
         self.max_attempts = max_attempts
         # Typed loosely here: which of the two kinds it is was decided once, just below.
         self._handler: Callable[[Message], Any] = handler
+        self._answer_failure = answer_failure
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
@@ -208,7 +215,9 @@ class Subscription:
                     self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
-                    if message.ttl is not None and message.expired(time.time()):
+                    ttl = message.ttl
+                    # Message.expired inline (requests carry a ttl by default: the hot path).
+                    if ttl is not None and message.timestamp.timestamp() + ttl < time.time():
                         logger.debug("dropped expired message %s on %s", message.id, message.topic)
                         if delivery is not None:
                             await _settle(delivery.ack(), "acknowledge an expired message", message.id)
@@ -248,7 +257,14 @@ class Subscription:
     async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> None:
         """The handler raised: log it (one line, with the traceback) and decide what happens to
         the message. A group retries it up to ``max_attempts`` handler calls, then dead-letters
-        it; an ungrouped subscription (a broadcast) sees each message once."""
+        it; an ungrouped subscription (a broadcast) sees each message once. A request that
+        failed for the last time is answered with the error. `RequestCancelledError` is no
+        failure: the requester of a reply stream went away, and the handler stopped."""
+        if isinstance(error, RequestCancelledError):
+            logger.debug("handler %r of %r stopped on request %s: %s", self._handler, self, message.id, error)
+            if delivery is not None:
+                await _settle(delivery.ack(), "acknowledge", message.id)
+            return
         if delivery is None:
             attempt, outcome = 1, "not retried (this broker does not redeliver)"
         else:
@@ -270,6 +286,12 @@ class Subscription:
             outcome,
             exc_info=error,
         )
+        if (
+            self._answer_failure is not None
+            and message.reply_to is not None
+            and (delivery is None or self.group is None or attempt >= self.max_attempts)
+        ):
+            await self._answer_failure(message, error)
         if delivery is None:
             return
         if self.group is None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, ClassVar
 
 import aiormq.exceptions
@@ -51,7 +52,7 @@ class RabbitMQBroker(BrokerAdapter):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        priority=True, survives_restart=True, redelivers_failed=True
+        priority=True, survives_restart=True, redelivers_failed=True, reports_no_responders=True
     )
     #: Always set (by __init__): this adapter has a connection to report on.
     link: Link
@@ -252,6 +253,43 @@ class RabbitMQBroker(BrokerAdapter):
                 self._unfenced = session
                 return
         await self._send(body, exchange, topic, properties, confirm, fields["id"])
+
+    async def publish_tracked(
+        self, message: Message, receivers: Callable[[int], None], *, count: bool = False
+    ) -> None:
+        """Publish a request on the confirmed channel, ``mandatory``, without waiting: the
+        broker returns it before its ack when no queue is bound to its topic, and then
+        ``receivers(0)`` says that nobody receives it. (A count RabbitMQ cannot give.)"""
+        body = encode(message, self.max_message_size)
+        topic = message.topic
+        session = self._session
+        if session is None:
+            raise self._unavailable()  # the bus keeps it until the connection is back
+        if self._unfenced is session:
+            # Fire-and-forget messages went out just before on the other channel: this must
+            # not overtake them.
+            session.start_fence()
+            self._unfenced = None
+        properties = properties_for(message, self._persistent)
+        routing = session.publish_routed(body, self.names.exchange_for(topic), topic, properties)
+        routing.add_done_callback(partial(self._routed, receivers, session, message.id))
+
+    def _routed(
+        self, receivers: Callable[[int], None], session: Session, message_id: str, routing: asyncio.Task[bool]
+    ) -> None:
+        if routing.cancelled():
+            return
+        error = routing.exception()
+        if error is None:
+            if not routing.result():
+                receivers(0)
+        elif isinstance(error, aiormq.exceptions.DeliveryError):
+            logger.warning("%s refused request %s (basic.nack)", self.boundary.name, message_id)
+        elif isinstance(error, CLIENT_ERRORS):
+            # The request may be lost with the connection: its requester's timeout tells.
+            self._failed(session, error, f"publishing request {message_id}")
+        else:
+            logger.error("publishing request %s failed", message_id, exc_info=error)
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         properties = Basic.Properties(delivery_mode=2 if self._persistent else 1)

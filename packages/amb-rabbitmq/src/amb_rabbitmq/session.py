@@ -201,8 +201,13 @@ class Session:
         Safe to cancel: the publish goes on in its own task (see the module docstring). Raises
         `aiormq.exceptions.DeliveryError` when the broker refused (nacked) the message.
         """
-        publishing = self._loop.create_task(self._publish_confirmed(body, exchange, routing_key, properties))
-        return await asyncio.shield(publishing)
+        return await asyncio.shield(self.publish_routed(body, exchange, routing_key, properties))
+
+    def publish_routed(
+        self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties
+    ) -> asyncio.Task[bool]:
+        """`publish_confirmed` without waiting: a task that ends with whether a queue took it."""
+        return self._loop.create_task(self._publish_confirmed(body, exchange, routing_key, properties))
 
     async def _publish_confirmed(
         self, body: bytes, exchange: str, routing_key: str, properties: Basic.Properties

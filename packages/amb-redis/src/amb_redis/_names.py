@@ -61,6 +61,13 @@ class Names:
         """The channel that wakes idle readers of ``pattern``'s stream."""
         return f"{self.prefix}wake:{pattern}"
 
+    def receiver(self, subscription_id: str, pattern: str) -> str:
+        """A channel an ungrouped subscription listens to and nobody publishes on: the counting
+        publish script (`gather`) counts the live ungrouped subscriptions of a topic by these
+        (a bus's Pub/Sub connection subscribes once to a channel several of its subscriptions
+        share, so PUBLISH's own count cannot tell them apart)."""
+        return f"{self.prefix}sub:{subscription_id}:{pattern}"
+
     def idle(self, pattern: str) -> str:
         """Set by a reader that found the stream empty: the next publish then publishes a wake."""
         return f"{self.prefix}idle:{pattern}"

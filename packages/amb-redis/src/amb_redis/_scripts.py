@@ -21,6 +21,7 @@ local GROUPS = PREFIX .. 'groups'
 local ROUTES = PREFIX .. 'routes'
 local VOUCHED = PREFIX .. 'vouched'
 local RELEASED = '_released'
+local RECEIVERS = PREFIX .. 'sub:'
 local MAXLEN = {maxlen}
 
 local function segments(s)
@@ -100,43 +101,72 @@ local function trim(stream)
   redis.call('XTRIM', stream, 'MINID', keep)
   return redis.call('XLEN', stream)
 end
+
+-- Publishes data to topic: on Pub/Sub, and on the stream of each pattern with groups that
+-- matches. Returns how many receive it (Pub/Sub receivers plus group streams), the patterns
+-- whose stream is full (or nil) and the matching patterns with groups (space-separated).
+-- Routes (topic -> patterns that have groups) are cached in a hash, dropped whenever the set
+-- of patterns changes. A stream longer than MAXLEN is trimmed of what its groups
+-- acknowledged; if its backlog is still longer, the entry is added all the same (never
+-- dropped) and the stream is reported full.
+local function publish(topic, data)
+  local n = redis.call('PUBLISH', topic, data)
+  local route = redis.call('HGET', ROUTES, topic)
+  if not route then
+    route = ''
+    local patterns = redis.call('ZRANGE', GROUPS, 0, -1)
+    if #patterns > 0 then
+      local found = {{}}
+      for _, p in ipairs(patterns) do
+        if matches(p, topic) then found[#found + 1] = p end
+      end
+      route = table.concat(found, ' ')
+    end
+    if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
+    redis.call('HSET', ROUTES, topic, route)
+  end
+  local full = nil
+  if route ~= '' then
+    for p in string.gmatch(route, '%S+') do
+      local stream = PREFIX .. 'stream:' .. p
+      if redis.call('XLEN', stream) >= MAXLEN and trim(stream) >= MAXLEN then
+        full = full and (full .. ' ' .. p) or p
+      end
+      redis.call('XADD', stream, '*', 'message', data)
+      if redis.call('DEL', PREFIX .. 'idle:' .. p) == 1 then
+        redis.call('PUBLISH', PREFIX .. 'wake:' .. p, '')
+      end
+      n = n + 1
+    end
+  end
+  return n, full, route
+end
 """
 
-# ARGV: topic, data. Returns how many subscriptions can receive it: Pub/Sub receivers plus
-# group streams. Routes (topic -> patterns that have groups) are cached in a hash, dropped
-# whenever the set of patterns changes. A stream longer than MAXLEN is trimmed of what its
-# groups acknowledged; if its backlog is still longer, the entry is added all the same (never
-# dropped) and the reply is the error "AMBFULL <count> <patterns>", on which publishers wait.
+# ARGV: topic, data. Publishes (see `publish`) and returns how many receive it, or, when a
+# group stream is full, the error "AMBFULL <count> <patterns>", on which publishers wait.
 _PUBLISH = """
-local topic, data = ARGV[1], ARGV[2]
-local n = redis.call('PUBLISH', topic, data)
-local route = redis.call('HGET', ROUTES, topic)
-if not route then
-  route = ''
-  local patterns = redis.call('ZRANGE', GROUPS, 0, -1)
-  if #patterns > 0 then
-    local found = {{}}
-    for _, p in ipairs(patterns) do
-      if matches(p, topic) then found[#found + 1] = p end
-    end
-    route = table.concat(found, ' ')
-  end
-  if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
-  redis.call('HSET', ROUTES, topic, route)
+local n, full = publish(ARGV[1], ARGV[2])
+if full then return redis.error_reply('AMBFULL ' .. n .. ' ' .. full) end
+return n
+"""
+
+# ARGV: topic, data. Publishes a request (see `publish`) and answers as _PUBLISH does, with
+# the exact number of AMB subscriptions that receive it instead: each live ungrouped one (it
+# listens to a channel RECEIVERS .. <its id> .. ':' .. <its pattern>, which PUBLISH's own count
+# cannot tell apart from its bus's other subscriptions) and each group registered on a matching
+# stream. For `gather`, which returns once that many have answered.
+_COUNTED = """
+local topic = ARGV[1]
+local _, full, route = publish(topic, ARGV[2])
+local n = 0
+for _, channel in ipairs(redis.call('PUBSUB', 'CHANNELS', RECEIVERS .. '*')) do
+  local pattern = string.match(string.sub(channel, #RECEIVERS + 1), '^[^:]*:(.+)$')
+  if pattern and matches(pattern, topic) then n = n + 1 end
 end
-local full = nil
-if route ~= '' then
-  for p in string.gmatch(route, '%S+') do
-    local stream = PREFIX .. 'stream:' .. p
-    if redis.call('XLEN', stream) >= MAXLEN and trim(stream) >= MAXLEN then
-      full = full and (full .. ' ' .. p) or p
-    end
-    redis.call('XADD', stream, '*', 'message', data)
-    if redis.call('DEL', PREFIX .. 'idle:' .. p) == 1 then
-      redis.call('PUBLISH', PREFIX .. 'wake:' .. p, '')
-    end
-    n = n + 1
-  end
+for p in string.gmatch(route, '%S+') do
+  local groups = redis.pcall('XINFO', 'GROUPS', PREFIX .. 'stream:' .. p)
+  if not failed(groups) then n = n + #groups end
 end
 if full then return redis.error_reply('AMBFULL ' .. n .. ' ' .. full) end
 return n
@@ -398,6 +428,7 @@ class Scripts:
             )
 
         self.publish = build(_PUBLISH)
+        self.counted = build(_COUNTED)
         self.trim = build(_TRIM)
         self.ensure = build(_ENSURE)
         self.retry = build(_RETRY)
@@ -409,6 +440,7 @@ class Scripts:
         self.sweep = build(_SWEEP)
         self.all = (
             self.publish,
+            self.counted,
             self.trim,
             self.ensure,
             self.retry,

@@ -8,6 +8,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 from redis.exceptions import ResponseError
@@ -69,7 +71,11 @@ class RedisBroker(BrokerAdapter):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        priority=True, survives_restart=True, redelivers_failed=True
+        priority=True,
+        survives_restart=True,
+        redelivers_failed=True,
+        reports_no_responders=True,
+        counts_receivers=True,
     )
 
     def __init__(
@@ -120,6 +126,7 @@ class RedisBroker(BrokerAdapter):
         self._max_pending = max_pending
         self._id = uuid.uuid4().hex[:12]
         self._publish_header = self._scripts.publish.header(2)
+        self._counted_header = self._scripts.counted.header(2)
         self._pipe: CommandPipe | None = None
         self._pubsub: PubSubConnection | None = None
         self._settings: GroupSettings | None = None
@@ -129,7 +136,8 @@ class RedisBroker(BrokerAdapter):
         self._hold = False
         self._channels: dict[bytes, _Route] = {}
         self._globs: dict[bytes, _Route] = {}
-        self._ungrouped: dict[Subscription, tuple[bytes, bytes]] = {}
+        #: Each ungrouped subscription's channel or glob, and its receiver channel (see `Names.receiver`).
+        self._ungrouped: dict[Subscription, tuple[bytes, bytes, bytes]] = {}
         self._consumers: dict[Subscription, GroupConsumer] = {}
         self._wakes: dict[bytes, list[GroupConsumer]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -226,9 +234,7 @@ class RedisBroker(BrokerAdapter):
             raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
         if self._hold:
             await self._held(message.topic)
-        topic = message.topic.encode()
-        data = encode(message, self.max_message_size)
-        packed = self._publish_header + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(topic), topic, len(data), data)
+        packed = self._call(self._publish_header, message)
         if not confirm:
             if pipe.full:
                 await pipe.wait_room(self.policy.outage_timeout)
@@ -237,6 +243,41 @@ class RedisBroker(BrokerAdapter):
         receivers = await self._confirmed(pipe, packed)
         if not receivers:
             logger.warning("no subscription receives message %s on %s", message.id, message.topic)
+
+    async def publish_tracked(
+        self, message: Message, receivers: Callable[[int], None], *, count: bool = False
+    ) -> None:
+        """Publish as `publish` does without confirmation; the script's answer says how many
+        receive it (with ``count``, the counting script's exact number of AMB subscriptions)."""
+        pipe = self._pipe
+        if pipe is None:
+            raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
+        if self._hold:
+            await self._held(message.topic)
+        packed = self._call(self._counted_header if count else self._publish_header, message)
+        if pipe.full:
+            await pipe.wait_room(self.policy.outage_timeout)
+        pipe.send(packed, partial(self._counted, receivers, count), True)
+
+    def _call(self, header: bytes, message: Message) -> bytes:
+        """A call of a publishing script (``header``) with ``message``'s topic and envelope."""
+        topic = message.topic.encode()
+        data = encode(message, self.max_message_size)
+        return header + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(topic), topic, len(data), data)
+
+    def _counted(self, receivers: Callable[[int], None], count: bool, reply: Any) -> None:
+        """The answer to a tracked publish: a count, or an error (an ``AMBFULL`` carries the
+        count too; a lost connection says nothing, the request then waits for its timeout).
+        Without ``count``, only "nobody" is worth telling."""
+        if isinstance(reply, int):
+            if count or not reply:
+                receivers(reply)
+        elif isinstance(reply, ResponseError):
+            full = self._backlog.note(reply) if self._backlog is not None else None
+            if full is not None:
+                receivers(full)
+            else:
+                logger.error("%s refused a request: %s", self._link.name, reply)
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         """Put ``data`` on ``topic`` exactly as `publish` puts an envelope there (the channel and
@@ -297,12 +338,16 @@ class RedisBroker(BrokerAdapter):
         if route is None:
             route = table[key] = _Route(pattern)
         route.subscriptions = (*route.subscriptions, subscription)
-        self._ungrouped[subscription] = (kind, key)
+        receiver = self._names.receiver(subscription.id, pattern).encode()
+        self._ungrouped[subscription] = (kind, key, receiver)
         try:
-            await pubsub.subscribe(kind, key, self.policy.outage_timeout)
+            await asyncio.gather(
+                pubsub.subscribe(kind, key, self.policy.outage_timeout),
+                pubsub.subscribe(CHANNEL, receiver, self.policy.outage_timeout),
+            )
         except BaseException:
             self._ungrouped.pop(subscription, None)
-            self._drop_route(kind, key, subscription)
+            self._drop_route(kind, key, receiver, subscription)
             raise
 
     async def _join_group(
@@ -351,7 +396,7 @@ class RedisBroker(BrokerAdapter):
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    def _drop_route(self, kind: bytes, key: bytes, subscription: Subscription) -> None:
+    def _drop_route(self, kind: bytes, key: bytes, receiver: bytes, subscription: Subscription) -> None:
         table = self._globs if kind == PATTERN else self._channels
         route = table.get(key)
         if route is not None and subscription in route.subscriptions:
@@ -360,6 +405,7 @@ class RedisBroker(BrokerAdapter):
                 del table[key]
         if self._pubsub is not None:
             self._pubsub.unsubscribe(kind, key)
+            self._pubsub.unsubscribe(CHANNEL, receiver)
 
     def _forget_consumer(self, consumer: GroupConsumer) -> None:
         consumers = self._wakes.get(consumer.wake_channel)

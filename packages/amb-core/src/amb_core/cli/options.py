@@ -23,7 +23,7 @@ else:
 DEFAULT_URL = "memory://"
 EXIT_CODES = (
     "exit codes: 0 done, 1 usage (bad arguments, URL, topic or payload), 2 broker unavailable,"
-    " 3 timeout, 130 interrupted"
+    " 3 timeout (or nobody receives the request), 4 the request's handler failed, 130 interrupted"
 )
 
 

@@ -15,7 +15,8 @@ def register(commands: options.Commands) -> None:
         "request",
         help="send a request and print the reply",
         description="Publish PAYLOAD (a JSON object, default {}) to TOPIC as a request and print the\n"
-        "first reply; exit code 3 when none comes within --timeout.",
+        "first reply; exit code 3 when none comes within --timeout (at once where the broker\n"
+        "reports that nobody receives it), 4 when the handler failed (its error on stderr).",
     )
     parser.add_argument("topic", type=options.topic, help="where to ask, e.g. agent.verification")
     parser.add_argument("payload", nargs="?", default="{}", metavar="JSON", help="the request (default: {})")

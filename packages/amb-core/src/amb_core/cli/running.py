@@ -2,8 +2,9 @@
 
 Exit codes (also in the README and ``amb --help``): 0 done, 1 usage (bad arguments, URL,
 topic or payload; an adapter that is not installed), 2 broker unavailable (or refusing the
-credentials), 3 timeout (no reply to ``amb request``), 130 interrupted (Ctrl-C; `amb sub` ends
-with 0, Ctrl-C being how one stops watching).
+credentials), 3 timeout (no reply to ``amb request``, or nobody receives it), 4 the handler of
+the request failed (its error is the line), 130 interrupted (Ctrl-C; `amb sub` ends with 0,
+Ctrl-C being how one stops watching).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from amb_core.errors import (
     BusClosedError,
     InvalidPayloadError,
     InvalidTopicError,
+    RemoteHandlerError,
     RequestTimeoutError,
 )
 
@@ -34,6 +36,7 @@ class ExitCode(IntEnum):
     USAGE = 1
     UNAVAILABLE = 2
     TIMEOUT = 3
+    HANDLER_FAILED = 4
     INTERRUPTED = 130
 
 
@@ -56,6 +59,7 @@ _EXIT_CODES: list[tuple[type[BaseException], ExitCode]] = [
     (BrokerRefusedError, ExitCode.UNAVAILABLE),
     (BusClosedError, ExitCode.UNAVAILABLE),
     (RequestTimeoutError, ExitCode.TIMEOUT),
+    (RemoteHandlerError, ExitCode.HANDLER_FAILED),
 ]
 
 
