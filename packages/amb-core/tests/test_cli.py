@@ -144,7 +144,8 @@ def test_ctrl_c_ends_sub_at_once_with_exit_code_0_and_no_traceback() -> None:
     process, took = _run_until_interrupted([*AMB, "sub", "agent.#"], "amb sub: subscribed to agent.# on")
     assert process.returncode == 0
     assert process.stderr is not None and process.stderr.read() == ""
-    assert took < 1.0, f"took {took:.2f} s"
+    # The second is held by GRACE (next test); this bound only tells a hang from a loaded machine.
+    assert took < 5.0, f"took {took:.2f} s"
 
 
 def test_a_command_that_will_not_stop_is_ended_after_the_grace_period() -> None:
