@@ -15,15 +15,18 @@ import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
+from functools import partial
 from typing import Any
 
 from amb_core.delivery import Delivery
 from amb_core.errors import InvalidMessageError, RequestCancelledError
+from amb_core.logs import message_fields
 from amb_core.message import Message, MessagePriority
+from amb_core.middleware import Chain, Handling, Outcome
 from amb_core.topics import compile_pattern
 from amb_core.wire import decode, log_invalid
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.bus")
 
 MessageHandler = Callable[[Message], Awaitable[Any]]
 #: How the bus answers a request whose handler failed for good (see `Subscription`).
@@ -43,6 +46,7 @@ class Subscription:
 
     __slots__ = (
         "_answer_failure",
+        "_chain",
         "_closed",
         "_handler",
         "_handler_is_async",
@@ -78,9 +82,11 @@ class Subscription:
         queue_size: int = 1024,
         max_attempts: int = 3,
         answer_failure: FailureAnswer | None = None,
+        chain: Chain | None = None,
     ) -> None:
         """``answer_failure(request, error)`` answers a request (a message with ``reply_to``)
-        whose handler raised for the last time, so that its requester need not wait."""
+        whose handler raised for the last time, so that its requester need not wait; ``chain``
+        is the bus's middleware, run around each message (see `amb_core.middleware`)."""
         self.id = id
         self.pattern = pattern
         self.group = group
@@ -89,6 +95,7 @@ class Subscription:
         self.max_attempts = max_attempts
         self._handler = handler
         self._answer_failure = answer_failure
+        self._chain = chain
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
@@ -211,27 +218,12 @@ class Subscription:
                     self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
-                    if message.ttl is not None and message.expired(time.time()):
-                        logger.debug("dropped expired message %s on %s", message.id, message.topic)
-                        if delivery is not None:
-                            await _settle(delivery.ack(), "acknowledge an expired message", message.id)
-                        continue
-                    try:
-                        if self._handler_is_async:
-                            await self._handler(message)
-                        else:
-                            result = self._handler(message)
-                            if inspect.isawaitable(result):
-                                await result
-                    except Exception as error:
-                        await self._failed(message, delivery, error)
+                    if self._chain is None:
+                        await self._handle(message, None, delivery)
                     else:
-                        if delivery is not None and delivery.acknowledges:
-                            # Inline rather than through _settle: one coroutine less per message.
-                            try:
-                                await delivery.ack()
-                            except Exception:
-                                logger.exception("could not acknowledge %s with the broker", message.id)
+                        await self._chain.handle(
+                            self, message, delivery, partial(self._handle, delivery=delivery)
+                        )
                 # Give the loop one pass before ending: whoever the handler just woke (a
                 # requester, a waiting publisher) often publishes straight back, and this worker
                 # then takes that message without a new task or an extra loop iteration. It
@@ -248,27 +240,78 @@ class Subscription:
                         waiter.set_result(None)
                 self._idle_waiters.clear()
 
-    async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> None:
+    async def _handle(self, message: Message, handling: Handling | None, delivery: Delivery | None) -> None:
+        """Call the handler on ``message`` (unless it expired) and settle it; with ``handling``
+        (middleware is installed), say there what became of it."""
+        if message.ttl is not None and message.expired(time.time()):
+            logger.debug(
+                "dropped expired message %s on %s",
+                message.id,
+                message.topic,
+                extra=message_fields(message, self.group),
+            )
+            if delivery is not None:
+                await _settle(delivery.ack(), "acknowledge an expired message", message.id)
+            if handling is not None:
+                handling.outcome = Outcome.EXPIRED
+            return
+        try:
+            if self._handler_is_async:
+                await self._handler(message)
+            else:
+                result = self._handler(message)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as error:
+            outcome = await self._failed(message, delivery, error)
+            if handling is not None:
+                handling.outcome, handling.error = outcome, error
+            return
+        if delivery is not None and delivery.acknowledges:
+            # Inline rather than through _settle: one coroutine less per message.
+            try:
+                await delivery.ack()
+            except Exception:
+                logger.exception(
+                    "could not acknowledge %s with the broker",
+                    message.id,
+                    extra=message_fields(message, self.group),
+                )
+        if handling is not None:
+            handling.outcome = Outcome.HANDLED
+
+    async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> Outcome:
         """The handler raised: log it (one line, with the traceback) and decide what happens to
         the message. A group retries it up to ``max_attempts`` handler calls, then dead-letters
         it; an ungrouped subscription (a broadcast) sees each message once. A request that
         failed for the last time is answered with the error. `RequestCancelledError` is no
         failure: the requester of a reply stream went away, and the handler stopped."""
+        about_it = message_fields(message, self.group)
         if isinstance(error, RequestCancelledError):
-            logger.debug("handler %r of %r stopped on request %s: %s", self._handler, self, message.id, error)
+            logger.debug(
+                "handler %r of %r stopped on request %s: %s",
+                self._handler,
+                self,
+                message.id,
+                error,
+                extra=about_it,
+            )
             if delivery is not None:
                 await _settle(delivery.ack(), "acknowledge", message.id)
-            return
+            return Outcome.HANDLED
         if delivery is None:
-            attempt, outcome = 1, "not retried (this broker does not redeliver)"
+            attempt, result, outcome = 1, Outcome.RAISED, "not retried (this broker does not redeliver)"
         else:
             attempt = delivery.attempt
             if self.group is None:
-                outcome = "not retried (ungrouped subscriptions see each message once)"
+                result, outcome = (
+                    Outcome.RAISED,
+                    "not retried (ungrouped subscriptions see each message once)",
+                )
             elif attempt < self.max_attempts:
-                outcome = "delivering it again"
+                result, outcome = Outcome.RETRIED, "delivering it again"
             else:
-                outcome = "dead-lettering it"
+                result, outcome = Outcome.DEAD_LETTERED, "dead-lettering it"
         logger.error(
             "handler %r of %r failed on message %s (topic %s, attempt %d of %d): %s",
             self._handler,
@@ -279,6 +322,7 @@ class Subscription:
             self.max_attempts if self.group is not None else 1,
             outcome,
             exc_info=error,
+            extra=about_it,
         )
         if (
             self._answer_failure is not None
@@ -287,14 +331,15 @@ class Subscription:
         ):
             await self._answer_failure(message, error)
         if delivery is None:
-            return
-        if self.group is None:
+            pass
+        elif result is Outcome.RAISED:
             await _settle(delivery.ack(), "acknowledge", message.id)
-        elif attempt < self.max_attempts:
+        elif result is Outcome.RETRIED:
             await _settle(delivery.retry(), "redeliver", message.id)
         else:
             reason = f"handler raised {type(error).__name__}: {error}"[:_MAX_REASON]
-            await _dead_letter(delivery, reason, f"message {message.id} on {message.topic}")
+            await _dead_letter(delivery, reason, f"message {message.id} on {message.topic}", extra=about_it)
+        return result
 
     def _wake_one_publisher(self) -> None:
         while self._space_waiters:
@@ -354,12 +399,19 @@ async def _settle(settlement: Awaitable[None], what: str, about: str) -> None:
         logger.exception("could not %s %s with the broker", what, about)
 
 
-async def _dead_letter(delivery: Delivery, reason: str, about: str, *, quiet: bool = False) -> None:
+async def _dead_letter(
+    delivery: Delivery,
+    reason: str,
+    about: str,
+    *,
+    quiet: bool = False,
+    extra: dict[str, object] | None = None,
+) -> None:
     """Dead-letter, and log where to (at DEBUG when ``quiet``: the reason was logged already)."""
     try:
         where = await delivery.dead_letter(reason)
     except Exception:
-        logger.exception("could not dead-letter %s (%s); the broker keeps it", about, reason)
+        logger.exception("could not dead-letter %s (%s); the broker keeps it", about, reason, extra=extra)
         return
     logger.log(
         logging.DEBUG if quiet else logging.WARNING,
@@ -368,4 +420,5 @@ async def _dead_letter(delivery: Delivery, reason: str, about: str, *, quiet: bo
         where,
         delivery.attempt,
         reason,
+        extra=extra,
     )
