@@ -33,8 +33,10 @@ class Journal(Middleware):
 
     async def handle(self, bus: MessageBus, message: Message, handling: Handling, call_next: Next) -> None:
         self.journal.append((self.name, "handle", message.topic))
-        await call_next(message)
-        self.journal.append((self.name, "handled", handling.outcome, type(handling.error).__name__))
+        try:
+            await call_next(message)
+        finally:
+            self.journal.append((self.name, "handled", handling.outcome, type(handling.error).__name__))
 
     async def call(self, bus: MessageBus, call: Call[Any], call_next: Callable[[], Awaitable[None]]) -> None:
         self.journal.append((self.name, call.kind, call.topic))
@@ -71,9 +73,11 @@ class Counting(Journal):
         self.reached = asyncio.Event()
 
     async def handle(self, bus: MessageBus, message: Message, handling: Handling, call_next: Next) -> None:
-        await super().handle(bus, message, handling, call_next)
-        if sum(entry[1] == "handled" for entry in self.journal) >= self.target:
-            self.reached.set()
+        try:
+            await super().handle(bus, message, handling, call_next)
+        finally:
+            if sum(entry[1] == "handled" for entry in self.journal) >= self.target:
+                self.reached.set()
 
     async def until(self, target: int) -> None:
         self.target = target

@@ -102,10 +102,11 @@ class Middleware:
         await call_next(message)
 
     async def handle(self, bus: MessageBus, message: Message, handling: Handling, call_next: Next) -> None:
-        """Around each message handed to a subscription's handler, and its settlement: after
-        ``call_next`` returns, ``handling.outcome`` says what became of it. Handler errors do not
-        raise through this hook (they are ``handling.error``). Expired messages come through
-        here too, with outcome `Outcome.EXPIRED`, and never reach the handler."""
+        """Around each call of a subscription's handler. Once ``call_next`` returns or raises
+        (what the handler raised raises through here, and goes on to the bus whatever the hook
+        does), ``handling.outcome`` says what the subscription does with the message: it settles
+        it after the hooks. Expired messages come through here too, with outcome
+        `Outcome.EXPIRED`; ``call_next`` then does nothing (the handler never sees them)."""
         await call_next(message)
 
     async def call(self, bus: MessageBus, call: Call[Any], call_next: Callable[[], Awaitable[None]]) -> None:
@@ -210,21 +211,34 @@ class Chain:
         subscription: Subscription,
         message: Message,
         delivery: Delivery | None,
-        run: Callable[[Message, Handling], Awaitable[None]],
+        call_handler: Callable[[Message], Awaitable[None]],
     ) -> None:
-        """Run the handle hooks around ``run`` (the subscription's own handling of ``message``)."""
+        """Run the handle hooks around ``call_handler``; what it raises raises from here, once
+        ``handling.outcome`` says what the subscription will do about it."""
         handling = Handling(subscription, delivery.attempt if delivery is not None else 1)
+
+        async def run(passed: Message) -> None:
+            try:
+                await call_handler(passed)
+            except Exception as error:
+                handling.outcome, handling.error = subscription.outcome_of(error, delivery), error
+                raise
+            handling.outcome = Outcome.HANDLED
+
         await self._handle_from(0, message, handling, run)
 
-    async def _handle_from(
-        self,
-        index: int,
-        message: Message,
-        handling: Handling,
-        run: Callable[[Message, Handling], Awaitable[None]],
-    ) -> None:
+    async def expired(self, subscription: Subscription, message: Message, delivery: Delivery | None) -> None:
+        """Run the handle hooks for a message that expired before its handler was free."""
+        handling = Handling(subscription, delivery.attempt if delivery is not None else 1)
+
+        async def run(passed: Message) -> None:
+            handling.outcome = Outcome.EXPIRED
+
+        await self._handle_from(0, message, handling, run)
+
+    async def _handle_from(self, index: int, message: Message, handling: Handling, run: Next) -> None:
         if index == len(self.middlewares):
-            await run(message, handling)
+            await run(message)
             return
         middleware = self.middlewares[index]
 
@@ -281,6 +295,8 @@ class Chain:
                 error,
             )
         else:
+            if step.error is not None:
+                raise step.error  # the hook swallowed it: the bus must still see it
             if step.called:
                 return
             throttled(

@@ -15,14 +15,13 @@ import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from functools import partial
 from typing import Any
 
 from amb_core.delivery import Delivery
 from amb_core.errors import InvalidMessageError, RequestCancelledError
 from amb_core.logs import message_fields
 from amb_core.message import Message, MessagePriority
-from amb_core.middleware import Chain, Handling, Outcome
+from amb_core.middleware import Chain, Outcome
 from amb_core.topics import compile_pattern
 from amb_core.wire import decode, log_invalid
 
@@ -32,6 +31,12 @@ MessageHandler = Callable[[Message], Awaitable[Any]]
 #: How the bus answers a request whose handler failed for good (see `Subscription`).
 FailureAnswer = Callable[[Message, Exception], Awaitable[None]]
 _Entry = tuple[Message, "Delivery | None"]
+#: What the log line of a failed handler says will happen to its message.
+_SAID = {
+    Outcome.RAISED: "not retried (ungrouped subscriptions see each message once)",
+    Outcome.RETRIED: "delivering it again",
+    Outcome.DEAD_LETTERED: "dead-lettering it",
+}
 #: How much of a handler's exception a dead letter keeps as its reason.
 _MAX_REASON = 1000
 
@@ -218,12 +223,31 @@ class Subscription:
                     self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
-                    if self._chain is None:
-                        await self._handle(message, None, delivery)
+                    if message.ttl is not None and message.expired(time.time()):
+                        await self._expired(message, delivery)
+                        continue
+                    try:
+                        if self._chain is not None:
+                            await self._chain.handle(self, message, delivery, self._call_handler)
+                        elif self._handler_is_async:
+                            await self._handler(message)
+                        else:
+                            result = self._handler(message)
+                            if inspect.isawaitable(result):
+                                await result
+                    except Exception as error:
+                        await self._failed(message, delivery, error)
                     else:
-                        await self._chain.handle(
-                            self, message, delivery, partial(self._handle, delivery=delivery)
-                        )
+                        if delivery is not None and delivery.acknowledges:
+                            # Inline rather than through _settle: one coroutine less per message.
+                            try:
+                                await delivery.ack()
+                            except Exception:
+                                logger.exception(
+                                    "could not acknowledge %s with the broker",
+                                    message.id,
+                                    extra=message_fields(message, self.group),
+                                )
                 # Give the loop one pass before ending: whoever the handler just woke (a
                 # requester, a waiting publisher) often publishes straight back, and this worker
                 # then takes that message without a new task or an extra loop iteration. It
@@ -240,53 +264,41 @@ class Subscription:
                         waiter.set_result(None)
                 self._idle_waiters.clear()
 
-    async def _handle(self, message: Message, handling: Handling | None, delivery: Delivery | None) -> None:
-        """Call the handler on ``message`` (unless it expired) and settle it; with ``handling``
-        (middleware is installed), say there what became of it."""
-        if message.ttl is not None and message.expired(time.time()):
-            logger.debug(
-                "dropped expired message %s on %s",
-                message.id,
-                message.topic,
-                extra=message_fields(message, self.group),
-            )
-            if delivery is not None:
-                await _settle(delivery.ack(), "acknowledge an expired message", message.id)
-            if handling is not None:
-                handling.outcome = Outcome.EXPIRED
-            return
-        try:
-            if self._handler_is_async:
-                await self._handler(message)
-            else:
-                result = self._handler(message)
-                if inspect.isawaitable(result):
-                    await result
-        except Exception as error:
-            outcome = await self._failed(message, delivery, error)
-            if handling is not None:
-                handling.outcome, handling.error = outcome, error
-            return
-        if delivery is not None and delivery.acknowledges:
-            # Inline rather than through _settle: one coroutine less per message.
-            try:
-                await delivery.ack()
-            except Exception:
-                logger.exception(
-                    "could not acknowledge %s with the broker",
-                    message.id,
-                    extra=message_fields(message, self.group),
-                )
-        if handling is not None:
-            handling.outcome = Outcome.HANDLED
+    async def _call_handler(self, message: Message) -> None:
+        """The handler call alone (what the middleware's handle hooks run around)."""
+        result = self._handler(message)
+        if inspect.isawaitable(result):
+            await result
 
-    async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> Outcome:
+    async def _expired(self, message: Message, delivery: Delivery | None) -> None:
+        """Drop ``message``, whose ttl ran out while it waited: the handler never sees it."""
+        logger.debug(
+            "dropped expired message %s on %s",
+            message.id,
+            message.topic,
+            extra=message_fields(message, self.group),
+        )
+        if self._chain is not None:
+            await self._chain.expired(self, message, delivery)
+        if delivery is not None:
+            await _settle(delivery.ack(), "acknowledge an expired message", message.id)
+
+    def outcome_of(self, error: Exception, delivery: Delivery | None) -> Outcome:
+        """What becomes of a message whose handler raised ``error`` (see `_failed`)."""
+        if isinstance(error, RequestCancelledError):
+            return Outcome.HANDLED  # the requester of a reply stream went away: no failure
+        if delivery is None or self.group is None:
+            return Outcome.RAISED
+        return Outcome.RETRIED if delivery.attempt < self.max_attempts else Outcome.DEAD_LETTERED
+
+    async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> None:
         """The handler raised: log it (one line, with the traceback) and decide what happens to
         the message. A group retries it up to ``max_attempts`` handler calls, then dead-letters
         it; an ungrouped subscription (a broadcast) sees each message once. A request that
         failed for the last time is answered with the error. `RequestCancelledError` is no
         failure: the requester of a reply stream went away, and the handler stopped."""
         about_it = message_fields(message, self.group)
+        result = self.outcome_of(error, delivery)
         if isinstance(error, RequestCancelledError):
             logger.debug(
                 "handler %r of %r stopped on request %s: %s",
@@ -298,20 +310,9 @@ class Subscription:
             )
             if delivery is not None:
                 await _settle(delivery.ack(), "acknowledge", message.id)
-            return Outcome.HANDLED
-        if delivery is None:
-            attempt, result, outcome = 1, Outcome.RAISED, "not retried (this broker does not redeliver)"
-        else:
-            attempt = delivery.attempt
-            if self.group is None:
-                result, outcome = (
-                    Outcome.RAISED,
-                    "not retried (ungrouped subscriptions see each message once)",
-                )
-            elif attempt < self.max_attempts:
-                result, outcome = Outcome.RETRIED, "delivering it again"
-            else:
-                result, outcome = Outcome.DEAD_LETTERED, "dead-lettering it"
+            return
+        attempt = 1 if delivery is None else delivery.attempt
+        outcome = _SAID[result] if delivery is not None else "not retried (this broker does not redeliver)"
         logger.error(
             "handler %r of %r failed on message %s (topic %s, attempt %d of %d): %s",
             self._handler,
@@ -331,15 +332,14 @@ class Subscription:
         ):
             await self._answer_failure(message, error)
         if delivery is None:
-            pass
-        elif result is Outcome.RAISED:
+            return
+        if result is Outcome.RAISED:
             await _settle(delivery.ack(), "acknowledge", message.id)
         elif result is Outcome.RETRIED:
             await _settle(delivery.retry(), "redeliver", message.id)
         else:
             reason = f"handler raised {type(error).__name__}: {error}"[:_MAX_REASON]
             await _dead_letter(delivery, reason, f"message {message.id} on {message.topic}", extra=about_it)
-        return result
 
     def _wake_one_publisher(self) -> None:
         while self._space_waiters:
