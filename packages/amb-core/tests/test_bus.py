@@ -133,9 +133,14 @@ async def test_a_confirmed_publish_nobody_receives_is_reported(caplog: pytest.Lo
     assert "no subscription receives" in caplog.text
 
 
+async def _never_answers(message: Message) -> None:
+    pass
+
+
 async def test_requests_pending_at_close_fail_with_a_connection_error() -> None:
     bus = MessageBus()
     await bus.connect()
+    await bus.subscribe("nobody.answers", _never_answers)
     request = asyncio.ensure_future(bus.request("nobody.answers", {}, timeout=30))
     await anyio.sleep(0.01)
     await bus.disconnect()
@@ -183,6 +188,7 @@ async def test_requests_time_out_in_deadline_order_whatever_order_they_were_made
         failed.append(timeout)
 
     async with MessageBus() as bus, anyio.create_task_group() as tasks:
+        await bus.subscribe("nobody.answers", _never_answers)
         for timeout in (0.3, 0.05, 0.2, 0.1):
             tasks.start_soon(ask, bus, timeout)
     assert failed == [0.05, 0.1, 0.2, 0.3]

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_the_scripts_route_by_the_same_rules_as_the_bus(admin: redis.Redis) -> None:
-    source = _COMMON.format(prefix="amb:", maxlen=1) + "return matches(ARGV[1], ARGV[2]) and 1 or 0"
+    source = (
+        _COMMON.format(prefix="amb:", maxlen=1, max_routes=10) + "return matches(ARGV[1], ARGV[2]) and 1 or 0"
+    )
     rng = random.Random(11)
     pairs = [(random_pattern(rng), random_topic(rng)) for _ in range(400)]
     async with admin.pipeline(transaction=False) as pipe:

@@ -300,7 +300,11 @@ class ReplyStream:
         if self._ended or self._inbox is None:
             raise RuntimeError("send() works inside 'async with bus.reply_stream(request) as stream:' only")
         marks = {SEQ: self.sent} if not metadata else {**metadata, SEQ: self.sent}
-        await self._publish(payload, marks)
+        # The first chunk waits until the broker has it: it then reaches the requester on its
+        # own, ahead of the rest, instead of at the head of a burst that the requester's
+        # connection reads (and decodes) whole before its loop sees any of it. Time to the
+        # first chunk is what a user waits for; one broker round trip per stream is its price.
+        await self._publish(payload, marks, confirm=self.sent == 0)
         self.sent += 1
         # A pass of the event loop after the first chunk and then at least every millisecond,
         # so that chunks are on their way as they come even from a producer that never waits
@@ -310,13 +314,16 @@ class ReplyStream:
             self._yield_at = now + _YIELD_INTERVAL
             await asyncio.sleep(0)
 
-    async def _publish(self, payload: Mapping[str, Any] | None, marks: dict[str, Any]) -> None:
+    async def _publish(
+        self, payload: Mapping[str, Any] | None, marks: dict[str, Any], *, confirm: bool = False
+    ) -> None:
         assert self._inbox is not None
         await self._bus.publish(
             self._reply_to,
             payload,
             priority=self._priority,
             sender=self._sender,
+            wait_for_confirmation=confirm,
             metadata=marks,
             correlation_id=self._request.correlation_id,
             reply_to=self._inbox.pattern,
