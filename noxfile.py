@@ -67,9 +67,16 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def types(session: nox.Session) -> None:
     """mypy --strict over every package, the launcher and the contract suite."""
-    _install_packages(session, *ADAPTERS)
-    session.install("mypy", "pytest", "nox", "matplotlib", "faststream[redis,rabbit,kafka]")
-    session.run("mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS]])
+    _install_packages(session, *ADAPTERS, "opentelemetry")
+    session.install(
+        "mypy", "pytest", "nox", "matplotlib", "faststream[redis,rabbit,kafka]", "opentelemetry-sdk"
+    )
+    session.run(
+        "mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS, "opentelemetry"]]
+    )
+    session.run(
+        "mypy", "--strict", "packages/amb-core/tests/test_middleware.py", "packages/amb-opentelemetry/tests"
+    )
     session.run("mypy", "--strict", "scripts/services.py", "tests-contract", "benchmarks")
 
 
@@ -103,6 +110,20 @@ def contract(session: nox.Session, adapter: str) -> None:
         _install_packages(session, adapter)
     session.install("pytest")
     session.run("pytest", "tests-contract", *session.posargs, env=env)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+@nox.parametrize("adapter", ["memory", *ADAPTERS], ids=["memory", *ADAPTERS])
+def otel(session: nox.Session, adapter: str) -> None:
+    """amb-opentelemetry's tests (the SDK's in-memory exporter and reader) on one adapter's real broker."""
+    if adapter == "memory":
+        env = {"AMB_OTEL_URL": "memory://otel"}
+        _install_packages(session, "opentelemetry")
+    else:
+        env = {"AMB_OTEL_URL": _broker_url(session, adapter)}
+        _install_packages(session, adapter, "opentelemetry")
+    session.install("pytest", "opentelemetry-sdk")
+    session.run("pytest", "packages/amb-opentelemetry/tests", *session.posargs, env=env)
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -1,4 +1,5 @@
-"""The Python examples of the repository's README run as written."""
+"""The Python examples of the repository's README and of amb-core's run as written, and log
+nothing at WARNING or above (docs/semantics.md: a normal run is quiet)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,73 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+PACKAGE = Path(__file__).resolve().parents[1]
+README = PACKAGE.parents[1] / "README.md"
 EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+CORE_EXAMPLES = re.findall(
+    r"```python\n(.*?)```", (PACKAGE / "README.md").read_text(encoding="utf-8"), flags=re.DOTALL
+)
+#: Run before each example: every WARNING+ record, from any logger, is printed with this mark.
+WATCH_LOGS = (
+    "import logging\n"
+    "logging.basicConfig(level=logging.WARNING, format='LOGGED %(levelname)s %(name)s: %(message)s')\n"
+)
+
+#: A run that logs a WARNING on amb.bus: a handler still running when the drain timeout ends.
+HANDLER_CUT_OFF_AT_CLOSE = """
+import asyncio
+from amb_core import MessageBus
+
+async def main():
+    bus = MessageBus(drain_timeout=0.01)
+    await bus.connect()
+
+    async def stuck(message):
+        await asyncio.sleep(10)
+
+    await bus.subscribe("t", stuck)
+    await bus.publish("t", {})
+    await asyncio.sleep(0.05)
+    await bus.disconnect()
+
+asyncio.run(main())
+"""
 
 
-def test_the_readme_has_examples() -> None:
-    assert EXAMPLES
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", WATCH_LOGS + code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LOGGED" not in result.stderr, result.stderr
+    return result
+
+
+def test_the_readmes_have_examples() -> None:
+    assert EXAMPLES and CORE_EXAMPLES
 
 
 @pytest.mark.parametrize("code", EXAMPLES, ids=[f"example-{n}" for n in range(len(EXAMPLES))])
 def test_a_readme_example_runs(code: str) -> None:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    result = _run(code)
     assert "approved: False" in result.stdout
     assert "[audit] agent.stuck from agent-1" in result.stdout
+
+
+@pytest.mark.parametrize("code", CORE_EXAMPLES, ids=[f"example-{n}" for n in range(len(CORE_EXAMPLES))])
+def test_an_amb_core_readme_example_runs_quietly(code: str) -> None:
+    _run(code)
+
+
+def test_warnings_would_be_seen() -> None:
+    """The check above sees what AMB logs at WARNING (through the `amb` logger's children)."""
+    with pytest.raises(AssertionError, match=r"LOGGED WARNING amb\.bus"):
+        _run(HANDLER_CUT_OFF_AT_CLOSE)
+
+
+def test_nothing_is_printed_without_logging_configured() -> None:
+    """`amb` has a NullHandler: Python's last-resort handler never prints AMB's warnings."""
+    result = subprocess.run(
+        [sys.executable, "-c", HANDLER_CUT_OFF_AT_CLOSE], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr == ""

@@ -28,7 +28,8 @@ WAIT = 60.0
 
 
 def pytest_report_header() -> str:
-    return f"amb-opentelemetry tests against {URL}"
+    scheme, _, rest = URL.partition("://")
+    return f"amb-opentelemetry tests against {scheme}://{rest.rpartition('@')[2]}"  # no credentials
 
 
 @pytest.fixture
