@@ -21,6 +21,7 @@ from amb_core.control import CANCELLED, ERROR, error_mark
 from amb_core.errors import BrokerUnavailableError, BusClosedError
 from amb_core.gather import Replies
 from amb_core.ids import new_id
+from amb_core.logs import message_fields
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority, build_message
 from amb_core.middleware import Call, Middleware, chain_for, observe_stream
@@ -575,6 +576,7 @@ class MessageBus:
                 request.id,
                 request.topic,
                 failure,
+                extra=message_fields(request),
             )
 
     def _send_cancel(self, responder: str, correlation_id: str) -> None:

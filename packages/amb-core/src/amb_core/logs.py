@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from amb_core.message import Message
 
 logging.getLogger("amb").addHandler(logging.NullHandler())
-logger = logging.getLogger("amb")
 
 #: Lines of one kind let through at their level per period, and the period in seconds.
 BURST = 5
