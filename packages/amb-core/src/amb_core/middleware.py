@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from amb_core.logs import throttled
@@ -190,21 +191,21 @@ class Chain:
         self._bus = bus
         self.middlewares = tuple(middlewares)
 
-    async def publish(self, message: Message, send: Next) -> None:
-        """Run the publish hooks around ``send`` (what the bus does without middleware)."""
-        await self._publish_from(0, message, send)
-
-    async def _publish_from(self, index: int, message: Message, send: Next) -> None:
+    async def publish(self, message: Message, send: Next, index: int = 0) -> None:
+        """Run the publish hooks, from the ``index``-th on, around ``send`` (what the bus does
+        without middleware)."""
         if index == len(self.middlewares):
             await send(message)
             return
         middleware = self.middlewares[index]
-
-        async def rest(passed: Message) -> None:
-            await self._publish_from(index + 1, passed, send)
-
-        step = _Step(rest)
-        await self._guard(middleware, "publish", step, message, middleware.publish(self._bus, message, step))
+        step = _Step(partial(self.publish, send=send, index=index + 1))
+        try:
+            await middleware.publish(self._bus, message, step)
+        except Exception as error:
+            await self._recover(middleware, "publish", step, message, error)
+        else:
+            if step.error is not None or not step.called:
+                await self._recover(middleware, "publish", step, message, None)
 
     async def handle(
         self,
@@ -225,7 +226,7 @@ class Chain:
                 raise
             handling.outcome = Outcome.HANDLED
 
-        await self._handle_from(0, message, handling, run)
+        await self._handle_from(message, handling, run)
 
     async def expired(self, subscription: Subscription, message: Message, delivery: Delivery | None) -> None:
         """Run the handle hooks for a message that expired before its handler was free."""
@@ -234,21 +235,21 @@ class Chain:
         async def run(passed: Message) -> None:
             handling.outcome = Outcome.EXPIRED
 
-        await self._handle_from(0, message, handling, run)
+        await self._handle_from(message, handling, run)
 
-    async def _handle_from(self, index: int, message: Message, handling: Handling, run: Next) -> None:
+    async def _handle_from(self, message: Message, handling: Handling, run: Next, index: int = 0) -> None:
         if index == len(self.middlewares):
             await run(message)
             return
         middleware = self.middlewares[index]
-
-        async def rest(passed: Message) -> None:
-            await self._handle_from(index + 1, passed, handling, run)
-
-        step = _Step(rest)
-        await self._guard(
-            middleware, "handle", step, message, middleware.handle(self._bus, message, handling, step)
-        )
+        step = _Step(partial(self._handle_from, handling=handling, run=run, index=index + 1))
+        try:
+            await middleware.handle(self._bus, message, handling, step)
+        except Exception as error:
+            await self._recover(middleware, "handle", step, message, error)
+        else:
+            if step.error is not None or not step.called:
+                await self._recover(middleware, "handle", step, message, None)
 
     async def call(self, call: Call[T], run: Callable[[], Awaitable[T]]) -> T:
         """Run the call hooks around ``run`` and return what it returned."""
@@ -271,39 +272,42 @@ class Chain:
             await self._call_from(index + 1, call, innermost)
 
         step = _Step(rest)
-        await self._guard(
-            middleware, "call", step, None, middleware.call(self._bus, call, lambda: step(None))
-        )
-
-    async def _guard(
-        self, middleware: Middleware, hook: str, step: _Step[Any], argument: Any, running: Awaitable[None]
-    ) -> None:
-        """Await one hook. Errors that came through ``call_next`` go on to the caller; the
-        hook's own are logged, and the rest of the chain runs if the hook had not run it."""
         try:
-            await running
+            await middleware.call(self._bus, call, lambda: step(None))
         except Exception as error:
-            if step.error is not None:
-                raise step.error from None if step.error is error else error
+            await self._recover(middleware, "call", step, None, error)
+        else:
+            if step.error is not None or not step.called:
+                await self._recover(middleware, "call", step, None, None)
+
+    async def _recover(
+        self, middleware: Middleware, hook: str, step: _Step[Any], argument: Any, error: Exception | None
+    ) -> None:
+        """After a hook that raised ``error`` (None: that returned) with ``step`` its ``call_next``:
+        an error that came through ``call_next`` goes on to the caller, even if the hook
+        swallowed it; the hook's own is logged, and the rest of the chain runs if the hook had
+        not run it."""
+        if step.error is not None:
+            if step.error is error:
+                raise error
+            raise step.error
+        name = type(middleware).__qualname__
+        if error is not None:
             throttled(
                 logger,
-                f"middleware {type(middleware).__qualname__}.{hook}",
+                f"middleware {name}.{hook}",
                 "middleware %s raised in its %s hook (ignored: the bus goes on without it): %s: %s",
-                type(middleware).__qualname__,
+                name,
                 hook,
                 type(error).__name__,
                 error,
             )
         else:
-            if step.error is not None:
-                raise step.error  # the hook swallowed it: the bus must still see it
-            if step.called:
-                return
             throttled(
                 logger,
-                f"middleware {type(middleware).__qualname__}.{hook} skipped",
+                f"middleware {name}.{hook} skipped",
                 "middleware %s returned from its %s hook without awaiting call_next; the bus went on",
-                type(middleware).__qualname__,
+                name,
                 hook,
             )
         if not step.called:

@@ -27,6 +27,21 @@ SCOPE = "amb_opentelemetry"
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.27.0"
 
 
+def telemetry(
+    *, tracer_provider: Any = None, meter_provider: Any = None, body_size: bool = False
+) -> Telemetry:
+    """A middleware for one bus, ``MessageBus(middlewares=[telemetry()])``, when instrumenting
+    every bus with `AmbInstrumentor` is not what you want. Options: as for
+    `AmbInstrumentor.instrument`."""
+    tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
+    instruments = AmbInstrumentor()._instruments_for(meter_provider)
+    return Telemetry(tracer, instruments, _always, body_size=body_size)
+
+
+def _always() -> bool:
+    return True
+
+
 class AmbInstrumentor:
     """Traces and metrics for every `MessageBus` created after `instrument` (README)."""
 

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import propagate
+from opentelemetry import context, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
@@ -160,23 +160,26 @@ class Telemetry(Middleware):
             OPERATION_NAME: "send",
         }
         started = time.perf_counter()
-        with self._tracer.start_as_current_span(
+        span = self._tracer.start_span(
             f"send {message.topic}",
             kind=SpanKind.PRODUCER,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             carrier: dict[str, Any] = {}
             propagate.inject(carrier)
-            try:
-                await call_next(with_metadata(message, carrier) if carrier else message)
-            except Exception as error:
-                metric_attributes[ERROR_TYPE] = span_error(span, error)
-                raise
-            finally:
-                self._instruments.sent.add(1, metric_attributes)
-                self._instruments.operation_duration.record(time.perf_counter() - started, metric_attributes)
+            await call_next(with_metadata(message, carrier) if carrier else message)
+        except Exception as error:
+            metric_attributes[ERROR_TYPE] = span_error(span, error)
+            raise
+        finally:
+            context.detach(token)
+            span.end()
+            self._instruments.sent.add(1, metric_attributes)
+            self._instruments.operation_duration.record(time.perf_counter() - started, metric_attributes)
 
     async def handle(self, bus: MessageBus, message: Message, handling: Handling, call_next: Next) -> None:
         if not self._enabled():
@@ -207,30 +210,33 @@ class Telemetry(Middleware):
         instruments = self._instruments
         instruments.consumed.add(1, metric_attributes)
         started = time.perf_counter()
-        with self._tracer.start_as_current_span(
+        span = self._tracer.start_span(
             f"process {subscription.pattern}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            try:
-                await call_next(message)
-            finally:
-                outcome = handling.outcome
-                if outcome is not None:
-                    span.set_attribute(OUTCOME, outcome.value)
-                if handling.error is not None:
-                    metric_attributes[ERROR_TYPE] = span_error(span, handling.error)
-                if outcome is Outcome.EXPIRED:
-                    instruments.expired.add(1, metric_attributes)
-                else:
-                    instruments.process_duration.record(time.perf_counter() - started, metric_attributes)
-                    if outcome is Outcome.RETRIED:
-                        instruments.retried.add(1, metric_attributes)
-                    elif outcome is Outcome.DEAD_LETTERED:
-                        instruments.dead_lettered.add(1, metric_attributes)
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            await call_next(message)
+        finally:
+            context.detach(token)
+            outcome = handling.outcome
+            if outcome is not None:
+                span.set_attribute(OUTCOME, outcome.value)
+            if handling.error is not None:
+                metric_attributes[ERROR_TYPE] = span_error(span, handling.error)
+            span.end()
+            if outcome is Outcome.EXPIRED:
+                instruments.expired.add(1, metric_attributes)
+            else:
+                instruments.process_duration.record(time.perf_counter() - started, metric_attributes)
+                if outcome is Outcome.RETRIED:
+                    instruments.retried.add(1, metric_attributes)
+                elif outcome is Outcome.DEAD_LETTERED:
+                    instruments.dead_lettered.add(1, metric_attributes)
 
     async def call(self, bus: MessageBus, call: Call[Any], call_next: Callable[[], Awaitable[None]]) -> None:
         if call.kind == "reply" or not self._enabled():
