@@ -534,14 +534,15 @@ class MessageBus:
             topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
         )
 
-    async def _publish_request(self, message: Message, inbox: ReplyInbox, *, count: bool = False) -> None:
-        """Publish a request, telling ``inbox`` what the broker says about who receives it."""
-        if self._chain is not None:
-            await self._chain.publish(message, partial(self._publish_tracked, inbox=inbox, count=count))
-        else:
-            await self._publish_tracked(message, inbox, count)
-
-    async def _publish_tracked(self, message: Message, inbox: ReplyInbox, count: bool) -> None:
+    async def _publish_request(
+        self, message: Message, inbox: ReplyInbox, *, count: bool = False, observed: bool = False
+    ) -> None:
+        """Publish a request, telling ``inbox`` what the broker says about who receives it
+        (through the middleware, unless ``observed``: it is the middleware calling)."""
+        if self._chain is not None and not observed:
+            send = partial(self._publish_request, inbox=inbox, count=count, observed=True)
+            await self._chain.publish(message, send)
+            return
         receivers = partial(inbox.receivers, message.id)
         link = self._link
         if link is None:
@@ -618,8 +619,7 @@ class MessageBus:
         request without one, to its topic) with its ``correlation_id``. Returns the reply's id."""
         if not request.correlation_id:
             raise ValueError(f"message {request.id} is not a request: it has no correlation_id")
-        publishing = partial(
-            self.publish,
+        publishing = self.publish(
             request.reply_to or request.topic,
             payload,
             priority=request.priority,
@@ -629,5 +629,7 @@ class MessageBus:
             wait_for_confirmation=wait_for_confirmation,
         )
         if self._chain is None:
-            return await publishing()
-        return await self._chain.call(Call("reply", request.reply_to or request.topic, request), publishing)
+            return await publishing
+        return await self._chain.call(
+            Call("reply", request.reply_to or request.topic, request), lambda: publishing
+        )
