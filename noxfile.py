@@ -128,8 +128,10 @@ def otel(session: nox.Session, adapter: str) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
-    """The quick benchmarks (no assertions on timings): the in-memory broker, ours against 0.1.0's method."""
-    _install_packages(session)
-    session.install("matplotlib")
+    """The quick benchmarks (no assertions on timings): the in-memory broker, ours against 0.1.0's
+    method, and with amb-opentelemetry on against off."""
+    _install_packages(session, "opentelemetry")
+    session.install("matplotlib", "opentelemetry-sdk")
     session.run("python", "benchmarks/reproduce_results.py", "--iterations", "50", "--impl", "current")
     session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick")
+    session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick", "--middleware", "otel")

@@ -91,10 +91,12 @@ class Telemetry:
 
     def total(self, name: str, **attributes: Any) -> float:
         """The sum of metric ``name``'s points whose attributes include ``attributes``."""
-        return sum(
-            point.value
-            for point in self.points(name)
-            if all(point.attributes.get(key) == value for key, value in attributes.items())
+        return float(
+            sum(
+                point.value
+                for point in self.points(name)
+                if all(point.attributes.get(key) == value for key, value in attributes.items())
+            )
         )
 
 
