@@ -135,13 +135,27 @@ class AmbOtelImpl(AmbImpl):
         extra = ", ".join(f"{name} {ver or 'not installed'}" for name, ver in versions.items())
         return f"{super().describe()}, {extra}: tracing (BatchSpanProcessor, exporter dropping spans) and metrics"
 
+    #: The share of traces recorded (1.0: every message's spans).
+    sampled = 1.0
+
     def _middlewares(self) -> list[Middleware]:
         if self._telemetry is None:
-            self._telemetry = _sdk_telemetry()
+            self._telemetry = _sdk_telemetry(self.sampled)
         return [self._telemetry]
 
 
-def _sdk_telemetry() -> Middleware:
+class AmbOtelSampledImpl(AmbOtelImpl):
+    """`AmbOtelImpl` recording 1% of traces (``ParentBased(TraceIdRatioBased(0.01))``), metrics
+    still on every message: what a busy deployment would run."""
+
+    name = "amb-otel-sampled"
+    sampled = 0.01
+
+    def describe(self) -> str:
+        return super().describe().replace("tracing (", "tracing 1% of traces (")
+
+
+def _sdk_telemetry(sampled: float) -> Middleware:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -153,7 +167,10 @@ def _sdk_telemetry() -> Middleware:
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    tracer_provider = TracerProvider()
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    sampler = ALWAYS_ON if sampled >= 1 else ParentBased(TraceIdRatioBased(sampled))
+    tracer_provider = TracerProvider(sampler=sampler)
     tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     return telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)

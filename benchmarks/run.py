@@ -37,15 +37,21 @@ from typing import Any
 import brokers
 import harness
 from harness import LatencyStats
-from impl_amb import AmbImpl, AmbOtelImpl
+from impl_amb import AmbImpl, AmbOtelImpl, AmbOtelSampledImpl
 from impl_bare import bare_for, use_preserialised_payloads
 from impl_faststream import FastStreamImpl
 from scenarios import SCENARIOS, Implementation, NotApplicable, Sample
 
-IMPLEMENTATIONS = ("amb", "bare", "faststream", "amb-otel")
-IMPL_LABEL = {"amb": "AMB", "bare": "bare client", "faststream": "FastStream", "amb-otel": "AMB + OTel"}
+IMPLEMENTATIONS = ("amb", "bare", "faststream", "amb-otel", "amb-otel-sampled")
+IMPL_LABEL = {
+    "amb": "AMB",
+    "bare": "bare client",
+    "faststream": "FastStream",
+    "amb-otel": "AMB + OTel",
+    "amb-otel-sampled": "AMB + OTel 1%",
+}
 #: What ``--middleware otel`` measures unless told otherwise.
-OTEL_IMPLS = ("amb", "amb-otel")
+OTEL_IMPLS = ("amb", "amb-otel", "amb-otel-sampled")
 OTEL_SCENARIOS = ("end_to_end", "request_reply_1", "request_reply_100")
 # Messages (or requests) per timed run; --quick divides by QUICK_DIVISOR.
 COUNTS: dict[str, dict[str, int]] = {
@@ -119,6 +125,8 @@ def make_impl(name: str, adapter: str, url: str) -> Implementation:
         return AmbImpl(adapter, url)
     if name == "amb-otel":
         return AmbOtelImpl(adapter, url)
+    if name == "amb-otel-sampled":
+        return AmbOtelSampledImpl(adapter, url)
     if name == "bare":
         return bare_for(adapter, url)
     return FastStreamImpl(adapter, url)
@@ -270,12 +278,15 @@ def markdown(data: dict[str, Any]) -> str:
         "Packages: " + ", ".join(f"{k} {v}" for k, v in data["machine"]["packages"].items() if v) + ".",
         "",
         "Throughput is messages handled per second (deliveries for fan-out, answered requests for request/reply); "
-        "ratios above 1.00x mean AMB is faster (OTel on / off: the share of throughput kept with tracing on). "
+        "ratios above 1.00x mean AMB is faster (AMB + OTel / AMB: the share of throughput kept with tracing on). "
         "Latency ratios below 1.00x mean AMB is faster.",
-        "",
-        f"Bare clients' payloads: {config.get('bare_payloads', 'serialised per message')} "
-        "(AMB and FastStream always serialise every message).",
     ]
+    if "bare" in config["implementations"]:
+        lines += [
+            "",
+            f"Bare clients' payloads: {config.get('bare_payloads', 'serialised per message')} "
+            "(AMB and FastStream always serialise every message).",
+        ]
     for adapter, scenarios in data["cells"].items():
         notes: list[str] = []
         impls = data["implementations"][adapter]
@@ -285,13 +296,13 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("")
         names = list(impls)
         header = ["Scenario", "N", *[f"{IMPL_LABEL[n]} msg/s" for n in names]]
-        has_bare, has_fs, has_otel = "bare" in names, "faststream" in names, "amb-otel" in names
+        has_bare, has_fs = "bare" in names, "faststream" in names
+        otel = [name for name in names if name.startswith("amb-otel")] if "amb" in names else []
         if "amb" in names and has_bare:
             header.append("AMB / bare")
         if "amb" in names and has_fs:
             header.append("AMB / FastStream")
-        if "amb" in names and has_otel:
-            header.append("OTel on / off")
+        header += [f"{IMPL_LABEL[name]} / AMB" for name in otel]
         rows = []
         for scenario, cells in scenarios.items():
             row = [SCENARIOS[scenario].label, f"{data['counts'][adapter][scenario]:,}"]
@@ -300,8 +311,7 @@ def markdown(data: dict[str, Any]) -> str:
                 row.append(_ratio_text(cells["amb"], cells["bare"], "msg_per_s"))
             if "amb" in names and has_fs:
                 row.append(_ratio_text(cells["amb"], cells["faststream"], "msg_per_s"))
-            if "amb" in names and has_otel:
-                row.append(_ratio_text(cells["amb-otel"], cells["amb"], "msg_per_s"))
+            row += [_ratio_text(cells[name], cells["amb"], "msg_per_s") for name in otel]
             rows.append(row)
         lines.append(harness.markdown_table(header, rows, "lr" + "r" * (len(header) - 2)))
         latency_rows = []
@@ -374,7 +384,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--middleware",
         choices=("otel",),
         default=None,
-        help="otel: AMB with amb-opentelemetry's tracing and metrics against AMB without "
+        help="otel: AMB with amb-opentelemetry's tracing (all, and 1%% of traces) and metrics against AMB without "
         f"(implementations {','.join(OTEL_IMPLS)}, scenarios {','.join(OTEL_SCENARIOS)} unless given)",
     )
     parser.add_argument(
