@@ -1,4 +1,5 @@
-"""Middleware: code that runs around what a `MessageBus` does (docs/semantics.md, "Middleware").
+"""Middleware: code that runs around what a `MessageBus` does (docs/semantics.md, "Middleware,
+trace context and logs").
 
 A middleware subclasses `Middleware` and overrides the hooks it needs; each hook gets the
 message (or the call) and ``call_next``, which runs the next middleware and, after the last one,
@@ -7,8 +8,10 @@ the bus itself::
     class Timing(Middleware):
         async def handle(self, bus, message, handling, call_next):
             started = time.perf_counter()
-            await call_next(message)
-            print(message.topic, handling.outcome, time.perf_counter() - started)
+            try:
+                await call_next(message)  # what the handler raises raises here
+            finally:
+                print(message.topic, handling.outcome, time.perf_counter() - started)
 
     bus = MessageBus(middlewares=[Timing()])
 

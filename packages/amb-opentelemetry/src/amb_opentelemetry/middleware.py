@@ -130,13 +130,15 @@ class Telemetry(Middleware):
         self._instruments = instruments
         self._enabled = enabled
         self._body_size = body_size
-        self._system: str | None = None
+        #: ``messaging.system`` of each bus this serves (one, unless shared with `telemetry`).
+        self._systems: weakref.WeakKeyDictionary[MessageBus, str] = weakref.WeakKeyDictionary()
 
     def _system_of(self, bus: MessageBus) -> str:
-        if self._system is None:
-            self._system = system_of(bus)
-            self._instruments.buses.add(bus)
-        return self._system
+        system = self._systems.get(bus)
+        if system is None:
+            system = self._systems[bus] = system_of(bus)
+            self._instruments.buses.add(bus)  # its queues are observed from now on
+        return system
 
     async def publish(self, bus: MessageBus, message: Message, call_next: Next) -> None:
         if not self._enabled():
