@@ -161,7 +161,8 @@ async def test_a_foreign_or_garbled_message_is_logged_and_skipped(
     await got.wait_for(1)
     assert got.payloads == [{"after": True}]
     assert any(
-        r.name.startswith("amb") and r.levelno == logging.WARNING and topic in r.getMessage() for r in caplog.records
+        r.name.startswith("amb") and r.levelno == logging.WARNING and topic in r.getMessage()
+        for r in caplog.records
     )
 
 
