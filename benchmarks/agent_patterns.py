@@ -181,9 +181,11 @@ async def measure_round(
     # Streaming.
     firsts, rates, singles = [], [], []
     for _ in range(STREAMS):
-        # The yardstick of the first chunk, measured alike: one plain request, alone, just
-        # before. It also makes the stream start on an idle responder, as each plain request
-        # does, not behind the previous stream's tail (a burst's confirmations being read).
+        # A plain request first, untimed: the stream then starts on an idle responder, as each
+        # plain request of the loop below does, not behind the previous stream's tail (its
+        # burst's confirmations still being read). Then the first chunk's yardstick, timed
+        # alike: one plain request, alone, just before the stream.
+        await bus.request(names["chunk"], {"n": -1}, timeout=TIMEOUT_S)
         start = now_ns()
         await bus.request(names["chunk"], {"n": -1}, timeout=TIMEOUT_S)
         singles.append(now_ns() - start)

@@ -44,6 +44,8 @@ try:
     __version__ = version("amb-core")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
+__author__ = "AMB developers"
+__license__ = "MIT"
 
 __all__ = [
     "AMBError",
@@ -73,5 +75,7 @@ __all__ = [
     "RequestTimeoutError",
     "StreamSequenceError",
     "Subscription",
+    "__author__",
+    "__license__",
     "__version__",
 ]

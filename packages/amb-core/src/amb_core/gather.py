@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class Replies(list[Message]):
     """What `MessageBus.gather` returns: the replies, in the order they arrived, and in
     `failures` a `RemoteHandlerError` for each handler that raised instead of replying (its
-    ``error_type``, ``error_message``, and the answer's ``reply.sender``)."""
+    ``error_type`` and ``error_message``)."""
 
     def __init__(self) -> None:
         super().__init__()

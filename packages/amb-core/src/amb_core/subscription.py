@@ -27,7 +27,10 @@ from amb_core.wire import decode, log_invalid
 
 logger = logging.getLogger("amb.bus")
 
-MessageHandler = Callable[[Message], Awaitable[Any]]
+#: What `MessageBus.subscribe` calls with each message: an ``async def`` function (the norm), or a
+#: plain function returning None, which runs on the event loop (so it must not block). Any
+#: object with such a ``__call__`` works too.
+MessageHandler = Callable[[Message], "Awaitable[object] | None"]
 #: How the bus answers a request whose handler failed for good (see `Subscription`).
 FailureAnswer = Callable[[Message, Exception], Awaitable[None]]
 _Entry = tuple[Message, "Delivery | None"]
@@ -98,7 +101,8 @@ class Subscription:
         self.concurrency = concurrency
         #: Handler calls a grouped message gets before it is dead-lettered.
         self.max_attempts = max_attempts
-        self._handler = handler
+        # Typed loosely here: which of the two kinds it is was decided once, just below.
+        self._handler: Callable[[Message], Any] = handler
         self._answer_failure = answer_failure
         self._chain = chain
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
