@@ -257,8 +257,12 @@ class InMemoryBroker(BrokerAdapter):
         route = self._hub.routes.get(message.topic)
         if route is None:
             route = self._hub.route(message.topic)
-        receivers(len(route))  # each ungrouped subscription, and each group, gets one copy
-        await self.publish(message, confirm=False)
+        if count or not route:  # a plain request only needs to hear of "nobody"
+            receivers(len(route))  # each ungrouped subscription, and each group, gets one copy
+        # `publish` inline: one coroutine less on the request's hot path.
+        for target in route:
+            if not target.offer(message):
+                await target.deliver(message)
 
     async def publish_raw(self, topic: str, data: bytes) -> None:
         # Nothing foreign travels in memory, but bytes handed in are judged as on a real broker.

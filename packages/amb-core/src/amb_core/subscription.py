@@ -227,7 +227,9 @@ class Subscription:
                     self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
-                    if message.ttl is not None and message.expired(time.time()):
+                    ttl = message.ttl
+                    # Message.expired inline (requests carry a ttl by default: the hot path).
+                    if ttl is not None and message.timestamp.timestamp() + ttl < time.time():
                         await self._expired(message, delivery)
                         continue
                     try:

@@ -263,7 +263,7 @@ class RedisBroker(BrokerAdapter):
         packed = self._call(self._counted_header if count else self._publish_header, message)
         if pipe.full:
             await pipe.wait_room(self.policy.outage_timeout)
-        pipe.send(packed, partial(self._counted, receivers), True)
+        pipe.send(packed, partial(self._counted, receivers, count), True)
 
     def _call(self, header: bytes, message: Message) -> bytes:
         """A call of a publishing script (``header``) with ``message``'s topic and envelope."""
@@ -271,11 +271,13 @@ class RedisBroker(BrokerAdapter):
         data = encode(message, self.max_message_size)
         return header + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(topic), topic, len(data), data)
 
-    def _counted(self, receivers: Callable[[int], None], reply: Any) -> None:
+    def _counted(self, receivers: Callable[[int], None], count: bool, reply: Any) -> None:
         """The answer to a tracked publish: a count, or an error (an ``AMBFULL`` carries the
-        count too; a lost connection says nothing, the request then waits for its timeout)."""
+        count too; a lost connection says nothing, the request then waits for its timeout).
+        Without ``count``, only "nobody" is worth telling."""
         if isinstance(reply, int):
-            receivers(reply)
+            if count or not reply:
+                receivers(reply)
         elif isinstance(reply, ResponseError):
             full = self._backlog.note(reply) if self._backlog is not None else None
             if full is not None:
