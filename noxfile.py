@@ -23,6 +23,8 @@ DISTRIBUTIONS = ["amb-core", *(f"amb-{name}" for name in ADAPTERS), "amb-opentel
 #: The first amb-core release of this code: PyPI's 0.1.0 to 0.3.0 are the original project's,
 #: so no adapter may accept them (packages/amb-core/CHANGELOG.md says why).
 FIRST_OWN_AMB_CORE = "0.4.0"
+#: What builds the documentation site (mkdocs.yml); ruff formats the signatures it shows.
+DOCS_REQUIREMENTS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff"]
 #: The adapter whose full contract suite the dist session runs from the built wheels.
 DIST_CONTRACT_ADAPTER = "redis"
 
@@ -82,7 +84,14 @@ def types(session: nox.Session) -> None:
     """mypy --strict over every package, the launcher and the contract suite."""
     _install_packages(session, *ADAPTERS, "opentelemetry")
     session.install(
-        "mypy", "pytest", "nox", "matplotlib", "faststream[redis,rabbit,kafka]", "opentelemetry-sdk"
+        "mypy",
+        "pytest",
+        "nox",
+        "matplotlib",
+        "faststream[redis,rabbit,kafka]",
+        "opentelemetry-sdk",
+        *DOCS_REQUIREMENTS,
+        "types-Markdown",
     )
     session.run(
         "mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS, "opentelemetry"]]
@@ -95,6 +104,8 @@ def types(session: nox.Session) -> None:
         "--strict",
         "scripts/services.py",
         "scripts/check_installed.py",
+        "scripts/docs_site.py",
+        "scripts/test_docs_site.py",
         "tests-contract",
         "benchmarks",
     )
@@ -158,6 +169,21 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick")
     session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick", "--middleware", "otel")
     session.run("python", "benchmarks/agent_patterns.py", "--adapters", "memory", "--quick")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site, built with ``mkdocs build --strict``: a broken include, link or
+    docstring fails it. ``nox -s docs -- serve`` previews it instead."""
+    _install_packages(session)  # the amb parser, whose --help the CLI page shows
+    session.install(*DOCS_REQUIREMENTS, "pytest")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "scripts/test_docs_site.py")
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's notice about its successor, on every build
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:], env=env)
+    else:
+        site = Path(session.create_tmp()) / "site"
+        session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", str(site), env=env)
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -14,14 +14,14 @@ from amb_core.message import Message
 
 
 class Recorder:
-    """A handler that keeps every message it gets and lets a test wait for some.
+    """A handler that keeps every message it gets and lets a test wait for some:
 
-    ::
-
-        got = Recorder()
-        await bus.subscribe("agent.thinking", got)
-        await bus.publish("agent.thinking", {"n": 1})
-        [message] = await got.wait_for(1)
+    ```python
+    got = Recorder()
+    await bus.subscribe("agent.thinking", got)
+    await bus.publish("agent.thinking", {"n": 1})
+    [message] = await got.wait_for(1)
+    ```
     """
 
     def __init__(self, *, timeout: float = 30.0) -> None:

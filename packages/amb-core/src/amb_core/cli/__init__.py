@@ -1,4 +1,5 @@
-"""The ``amb`` command, one module per subcommand (`amb_core.__main__` lists them).
+"""The ``amb`` command, one module per subcommand, named after it (`amb_core.__main__` lists
+them; the documentation site shows each one's ``--help`` by itself).
 
 A subcommand is a module with ``register(commands)``, which adds its parser with
 `amb_core.cli.options.add_command` and sets the coroutine that runs it::
