@@ -19,7 +19,7 @@ DEFAULT_PYTHON = "3.11"
 ADAPTERS = ["redis", "rabbitmq", "kafka"]
 URL_VARIABLES = {"redis": "AMB_REDIS_URL", "rabbitmq": "AMB_RABBITMQ_URL", "kafka": "AMB_KAFKA_URL"}
 LINTED = ["packages", "tests-contract", "scripts", "benchmarks", "noxfile.py"]
-DISTRIBUTIONS = ["amb-core", *(f"amb-{name}" for name in ADAPTERS)]
+DISTRIBUTIONS = ["amb-core", *(f"amb-{name}" for name in ADAPTERS), "amb-opentelemetry"]
 #: The first amb-core release of this code: PyPI's 0.1.0 to 0.3.0 are the original project's,
 #: so no adapter may accept them (packages/amb-core/CHANGELOG.md says why).
 FIRST_OWN_AMB_CORE = "0.4.0"
@@ -82,17 +82,23 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def types(session: nox.Session) -> None:
     """mypy --strict over every package, the launcher and the contract suite."""
-    _install_packages(session, *ADAPTERS)
+    _install_packages(session, *ADAPTERS, "opentelemetry")
     session.install(
         "mypy",
         "pytest",
         "nox",
         "matplotlib",
         "faststream[redis,rabbit,kafka]",
+        "opentelemetry-sdk",
         *DOCS_REQUIREMENTS,
         "types-Markdown",
     )
-    session.run("mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS]])
+    session.run(
+        "mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS, "opentelemetry"]]
+    )
+    session.run(
+        "mypy", "--strict", "packages/amb-core/tests/test_middleware.py", "packages/amb-opentelemetry/tests"
+    )
     session.run(
         "mypy",
         "--strict",
@@ -140,12 +146,28 @@ def contract(session: nox.Session, adapter: str) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON)
+@nox.parametrize("adapter", ["memory", *ADAPTERS], ids=["memory", *ADAPTERS])
+def otel(session: nox.Session, adapter: str) -> None:
+    """amb-opentelemetry's tests (the SDK's in-memory exporter and reader) on one adapter's real broker."""
+    if adapter == "memory":
+        env = {"AMB_OTEL_URL": "memory://otel"}
+        _install_packages(session, "opentelemetry")
+    else:
+        env = {"AMB_OTEL_URL": _broker_url(session, adapter)}
+        _install_packages(session, adapter, "opentelemetry")
+    session.install("pytest", "opentelemetry-sdk")
+    session.run("pytest", "packages/amb-opentelemetry/tests", *session.posargs, env=env)
+
+
+@nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
-    """The quick benchmarks (no assertions on timings): the in-memory broker, ours against 0.1.0's method."""
-    _install_packages(session)
-    session.install("matplotlib")
+    """The quick benchmarks (no assertions on timings): the in-memory broker, ours against 0.1.0's
+    method, and with amb-opentelemetry on against off."""
+    _install_packages(session, "opentelemetry")
+    session.install("matplotlib", "opentelemetry-sdk")
     session.run("python", "benchmarks/reproduce_results.py", "--iterations", "50", "--impl", "current")
     session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick")
+    session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick", "--middleware", "otel")
     session.run("python", "benchmarks/agent_patterns.py", "--adapters", "memory", "--quick")
 
 

@@ -7,7 +7,7 @@ agents would be; for ``memory://`` both buses share one named in-memory broker.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ from scenarios import (
 
 if TYPE_CHECKING:
     from amb_core import Message, MessageBus
+    from amb_core.middleware import Middleware
 
 DISTRIBUTIONS = {"memory": "amb-core", "redis": "amb-redis", "rabbitmq": "amb-rabbitmq", "kafka": "amb-kafka"}
 
@@ -47,7 +48,10 @@ class AmbImpl(Implementation):
     def _bus(self) -> MessageBus:
         from amb_core import MessageBus  # imported late: a broken adapter must not stop run.py
 
-        return MessageBus.from_url(self.url)
+        return MessageBus.from_url(self.url, middlewares=self._middlewares())
+
+    def _middlewares(self) -> list[Middleware]:
+        return []
 
     async def check(self) -> None:
         async with self._bus():
@@ -113,3 +117,60 @@ class AmbImpl(Implementation):
 
             await request()  # the first request opens the requester's reply inbox
             yield request_runner(request, in_flight)
+
+
+class AmbOtelImpl(AmbImpl):
+    """Our bus with amb-opentelemetry's tracing and metrics on every bus: the OpenTelemetry SDK,
+    spans batched to an exporter that drops them, metrics aggregated for a reader that is never
+    asked (what an application exporting them pays, less the export itself)."""
+
+    name = "amb-otel"
+
+    def __init__(self, adapter: str, url: str) -> None:
+        super().__init__(adapter, url)
+        self._telemetry: Middleware | None = None
+
+    def describe(self) -> str:
+        versions = package_versions(["amb-opentelemetry", "opentelemetry-sdk"])
+        extra = ", ".join(f"{name} {ver or 'not installed'}" for name, ver in versions.items())
+        return f"{super().describe()}, {extra}: tracing (BatchSpanProcessor, exporter dropping spans) and metrics"
+
+    #: The share of traces recorded (1.0: every message's spans).
+    sampled = 1.0
+
+    def _middlewares(self) -> list[Middleware]:
+        if self._telemetry is None:
+            self._telemetry = _sdk_telemetry(self.sampled)
+        return [self._telemetry]
+
+
+class AmbOtelSampledImpl(AmbOtelImpl):
+    """`AmbOtelImpl` recording 1% of traces (``ParentBased(TraceIdRatioBased(0.01))``), metrics
+    still on every message: what a busy deployment would run."""
+
+    name = "amb-otel-sampled"
+    sampled = 0.01
+
+    def describe(self) -> str:
+        return super().describe().replace("tracing (", "tracing 1% of traces (")
+
+
+def _sdk_telemetry(sampled: float) -> Middleware:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from amb_opentelemetry import telemetry
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    sampler = ALWAYS_ON if sampled >= 1 else ParentBased(TraceIdRatioBased(sampled))
+    tracer_provider = TracerProvider(sampler=sampler)
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)

@@ -4,6 +4,7 @@
     python scripts/services.py up                        # brokers (not needed for memory)
     python benchmarks/run.py --adapters memory,redis,rabbitmq,kafka
     python benchmarks/run.py --adapters memory --quick   # seconds; what `nox -s bench` runs
+    python benchmarks/run.py --adapters memory,redis --middleware otel   # tracing on vs off
 
 For each adapter and scenario (see `scenarios.SCENARIOS`) every implementation (amb: our bus via
 ``MessageBus.from_url``; bare: the client library doing the same work; faststream) runs in the
@@ -14,6 +15,10 @@ A failing implementation (an adapter not installed yet, a bug, a timeout) become
 and the run goes on. A requested broker that does not answer stops the run before anything is
 measured. Output: ``benchmarks/results/run-<date>.json`` and ``benchmarks/results/latest.md``
 (``--quick`` writes under ``.bench/results/`` instead, so it never replaces the published results).
+
+``--middleware otel`` measures what amb-opentelemetry costs: AMB with tracing and metrics on (the
+OpenTelemetry SDK, spans dropped by the exporter) against AMB without, end to end and request/reply
+by default, written to ``otel-<date>.json`` and ``latest-otel.md``.
 """
 
 from __future__ import annotations
@@ -32,13 +37,22 @@ from typing import Any
 import brokers
 import harness
 from harness import LatencyStats
-from impl_amb import AmbImpl
+from impl_amb import AmbImpl, AmbOtelImpl, AmbOtelSampledImpl
 from impl_bare import bare_for, use_preserialised_payloads
 from impl_faststream import FastStreamImpl
 from scenarios import SCENARIOS, Implementation, NotApplicable, Sample
 
-IMPLEMENTATIONS = ("amb", "bare", "faststream")
-IMPL_LABEL = {"amb": "AMB", "bare": "bare client", "faststream": "FastStream"}
+IMPLEMENTATIONS = ("amb", "bare", "faststream", "amb-otel", "amb-otel-sampled")
+IMPL_LABEL = {
+    "amb": "AMB",
+    "bare": "bare client",
+    "faststream": "FastStream",
+    "amb-otel": "AMB + OTel",
+    "amb-otel-sampled": "AMB + OTel 1%",
+}
+#: What ``--middleware otel`` measures unless told otherwise.
+OTEL_IMPLS = ("amb", "amb-otel", "amb-otel-sampled")
+OTEL_SCENARIOS = ("end_to_end", "request_reply_1", "request_reply_100")
 # Messages (or requests) per timed run; --quick divides by QUICK_DIVISOR.
 COUNTS: dict[str, dict[str, int]] = {
     "memory": {
@@ -81,6 +95,9 @@ PACKAGES = (
     "aiokafka",
     "faststream",
     "pydantic",
+    "amb-opentelemetry",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
 )
 
 
@@ -106,6 +123,10 @@ def count_for(adapter: str, scenario: str, quick: bool) -> int:
 def make_impl(name: str, adapter: str, url: str) -> Implementation:
     if name == "amb":
         return AmbImpl(adapter, url)
+    if name == "amb-otel":
+        return AmbOtelImpl(adapter, url)
+    if name == "amb-otel-sampled":
+        return AmbOtelSampledImpl(adapter, url)
     if name == "bare":
         return bare_for(adapter, url)
     return FastStreamImpl(adapter, url)
@@ -245,7 +266,9 @@ def _ratio_text(a: Cell, b: Cell, metric: str) -> str:
 def markdown(data: dict[str, Any]) -> str:
     config = data["config"]
     lines = [
-        "# AMB vs the bare client vs FastStream",
+        "# AMB with amb-opentelemetry's tracing and metrics, on vs off"
+        if config.get("middleware") == "otel"
+        else "# AMB vs the bare client vs FastStream",
         "",
         f"`{data['command']}` — {config['rounds']} round(s), medians; ~{len(data['payload_json'])}-byte JSON payload; "
         f"{'quick mode; ' if config['quick'] else ''}generated {data['machine']['date']}.",
@@ -255,11 +278,15 @@ def markdown(data: dict[str, Any]) -> str:
         "Packages: " + ", ".join(f"{k} {v}" for k, v in data["machine"]["packages"].items() if v) + ".",
         "",
         "Throughput is messages handled per second (deliveries for fan-out, answered requests for request/reply); "
-        "ratios above 1.00x mean AMB is faster. Latency ratios below 1.00x mean AMB is faster.",
-        "",
-        f"Bare clients' payloads: {config.get('bare_payloads', 'serialised per message')} "
-        "(AMB and FastStream always serialise every message).",
+        "ratios above 1.00x mean AMB is faster (AMB + OTel / AMB: the share of throughput kept with tracing on). "
+        "Latency ratios below 1.00x mean AMB is faster.",
     ]
+    if "bare" in config["implementations"]:
+        lines += [
+            "",
+            f"Bare clients' payloads: {config.get('bare_payloads', 'serialised per message')} "
+            "(AMB and FastStream always serialise every message).",
+        ]
     for adapter, scenarios in data["cells"].items():
         notes: list[str] = []
         impls = data["implementations"][adapter]
@@ -270,10 +297,12 @@ def markdown(data: dict[str, Any]) -> str:
         names = list(impls)
         header = ["Scenario", "N", *[f"{IMPL_LABEL[n]} msg/s" for n in names]]
         has_bare, has_fs = "bare" in names, "faststream" in names
+        otel = [name for name in names if name.startswith("amb-otel")] if "amb" in names else []
         if "amb" in names and has_bare:
             header.append("AMB / bare")
         if "amb" in names and has_fs:
             header.append("AMB / FastStream")
+        header += [f"{IMPL_LABEL[name]} / AMB" for name in otel]
         rows = []
         for scenario, cells in scenarios.items():
             row = [SCENARIOS[scenario].label, f"{data['counts'][adapter][scenario]:,}"]
@@ -282,6 +311,7 @@ def markdown(data: dict[str, Any]) -> str:
                 row.append(_ratio_text(cells["amb"], cells["bare"], "msg_per_s"))
             if "amb" in names and has_fs:
                 row.append(_ratio_text(cells["amb"], cells["faststream"], "msg_per_s"))
+            row += [_ratio_text(cells[name], cells["amb"], "msg_per_s") for name in otel]
             rows.append(row)
         lines.append(harness.markdown_table(header, rows, "lr" + "r" * (len(header) - 2)))
         latency_rows = []
@@ -341,10 +371,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--adapters", default="memory", help="comma-separated: memory,redis,rabbitmq,kafka (default memory)"
     )
     parser.add_argument(
-        "--impls", default=",".join(IMPLEMENTATIONS), help="comma-separated: amb,bare,faststream"
+        "--impls",
+        default=None,
+        help="comma-separated: amb,bare,faststream,amb-otel (default amb,bare,faststream)",
     )
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ",".join(SCENARIOS)
+        "--scenarios",
+        default=None,
+        help="comma-separated subset of " + ",".join(SCENARIOS) + " (default all)",
+    )
+    parser.add_argument(
+        "--middleware",
+        choices=("otel",),
+        default=None,
+        help="otel: AMB with amb-opentelemetry's tracing (all, and 1%% of traces) and metrics against AMB without "
+        f"(implementations {','.join(OTEL_IMPLS)}, scenarios {','.join(OTEL_SCENARIOS)} unless given)",
     )
     parser.add_argument(
         "--quick",
@@ -370,6 +411,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing implementations")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.impls is None:
+        args.impls = ",".join(OTEL_IMPLS if args.middleware else IMPLEMENTATIONS[:3])
+    if args.scenarios is None:
+        args.scenarios = ",".join(OTEL_SCENARIOS if args.middleware else SCENARIOS)
     args.adapters = [a.strip() for a in args.adapters.split(",") if a.strip()]
     args.impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -416,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             "gc": "collected before each timed run, enabled during it",
             "timer": "time.perf_counter_ns",
             "bare_payloads": "serialised once" if args.bare_preserialised else "serialised per message",
+            "middleware": args.middleware,
         },
         "machine": harness.machine_info(PACKAGES),
         "payload_json": __import__("scenarios").PAYLOAD_BYTES.decode(),
@@ -428,11 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     data["markdown"] = markdown({**data, "cells": measured["cells"]})
     stamp = started.strftime("%Y%m%d-%H%M%S")
     # Only full runs are named run-*.json: plot.py draws the newest of those.
-    json_path = args.output_dir / (
-        f"bare-preserialised-{stamp}.json" if args.bare_preserialised else f"run-{stamp}.json"
-    )
+    kind = "otel" if args.middleware else "bare-preserialised" if args.bare_preserialised else "run"
+    json_path = args.output_dir / f"{kind}-{stamp}.json"
     harness.write_json(json_path, data)
-    report = args.output_dir / ("latest-bare-preserialised.md" if args.bare_preserialised else "latest.md")
+    report = args.output_dir / ("latest.md" if kind == "run" else f"latest-{kind}.md")
     report.write_text(data["markdown"])
     print(data["markdown"])
     progress(f"wrote {harness.display_path(json_path)} and {harness.display_path(report)}")

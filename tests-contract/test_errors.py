@@ -101,7 +101,7 @@ async def test_a_failing_handler_is_logged_and_the_subscription_goes_on(
         await bus.publish(topic, {"n": n})
     await got.wait_for(2)
     assert got.payloads == [{"n": 1}, {"n": 2}]
-    failures = [r for r in caplog.records if r.name == "amb" and r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.name.startswith("amb") and r.levelno == logging.ERROR]
     assert failures and failures[0].exc_info is not None
     assert "handler broke" in str(failures[0].exc_info[1])
 
@@ -161,7 +161,8 @@ async def test_a_foreign_or_garbled_message_is_logged_and_skipped(
     await got.wait_for(1)
     assert got.payloads == [{"after": True}]
     assert any(
-        r.name == "amb" and r.levelno == logging.WARNING and topic in r.getMessage() for r in caplog.records
+        r.name.startswith("amb") and r.levelno == logging.WARNING and topic in r.getMessage()
+        for r in caplog.records
     )
 
 

@@ -98,7 +98,7 @@ async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in
     ]
     # One line lost and one back per bus (three buses), nothing from aiokafka.
     assert len(lines) <= 6, "\n".join(lines)
-    assert all(line.startswith("amb ") for line in lines), "\n".join(lines)
+    assert all(line.startswith("amb.") for line in lines), "\n".join(lines)
 
 
 async def test_a_bus_closed_during_an_outage_closes_at_once_and_names_what_was_not_sent(

@@ -104,7 +104,7 @@ async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
     assert (await later.wait_for(1))[0].payload == {"later": True}
 
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.name for r in loud] == ["amb", "amb"], [f"{r.name}: {r.getMessage()}" for r in loud]
+    assert [r.name for r in loud] == ["amb.link", "amb.link"], [f"{r.name}: {r.getMessage()}" for r in loud]
     lost, back = (r.getMessage() for r in loud)
     assert lost.startswith("lost the connection to RabbitMQ at amqp://guest:***@127.0.0.1:")
     assert "is back after" in back

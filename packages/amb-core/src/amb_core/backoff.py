@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.link")
 
 
 def backoff_delays(initial: float = 0.05, maximum: float = 2.0, factor: float = 2.0) -> Iterator[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
 from enum import Enum
 from functools import partial
@@ -21,8 +21,10 @@ from amb_core.control import CANCELLED, ERROR, error_mark
 from amb_core.errors import BrokerUnavailableError, BusClosedError
 from amb_core.gather import Replies
 from amb_core.ids import new_id
+from amb_core.logs import message_fields
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority, build_message
+from amb_core.middleware import Call, Middleware, chain_for, observe_stream
 from amb_core.outbox import Outbox
 from amb_core.payload import json_object
 from amb_core.policy import Policy
@@ -32,7 +34,7 @@ from amb_core.streams import ANSWERED, ReplyStream
 from amb_core.subscription import MessageHandler, Subscription
 from amb_core.topics import INBOX_PREFIX, validate_group, validate_pattern, validate_topic
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.bus")
 
 _NORMAL = MessagePriority.NORMAL
 _utc = timezone.utc
@@ -59,10 +61,12 @@ class MessageBus:
         *,
         queue_size: int = 1024,
         drain_timeout: float = 5.0,
+        middlewares: Sequence[Middleware] = (),
     ) -> None:
         """``queue_size`` bounds each subscription's local queue (a full queue makes publishers
         and broker consumers wait); ``drain_timeout`` bounds how long `disconnect` lets queued
-        messages and running handlers finish."""
+        messages and running handlers finish; ``middlewares`` run around publishing, handling
+        and requests, the first outermost (see `amb_core.middleware`)."""
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._adapter = adapter if adapter is not None else InMemoryBroker()
@@ -80,17 +84,31 @@ class MessageBus:
         self._outbox: Outbox | None = None
         #: Messages the bus sends on its own behalf (cancellations), awaited before it closes.
         self._background: set[asyncio.Task[None]] = set()
+        #: The middleware chain (`amb_core.middleware`); None when there is none, so that the
+        #: hot paths cost one test of this attribute.
+        self._chain = chain_for(self, middlewares)
 
     @classmethod
     def from_url(
-        cls, url: str, *, queue_size: int = 1024, drain_timeout: float = 5.0, **options: Any
+        cls,
+        url: str,
+        *,
+        queue_size: int = 1024,
+        drain_timeout: float = 5.0,
+        middlewares: Sequence[Middleware] = (),
+        **options: Any,
     ) -> MessageBus:
         """A bus on the adapter registered for ``url``'s scheme: ``memory://``, ``redis://``,
         ``rediss://``, ``amqp://``, ``amqps://``, ``kafka://host:port[,host:port]`` or a
         third-party scheme. ``options`` go to the adapter: its own, and the failure-policy ones
         every adapter takes (``max_attempts``, ``connect_timeout``, ``outage_timeout``,
         ``outage_buffer``; see `amb_core.policy.Policy`)."""
-        return cls(adapter_from_url(url, **options), queue_size=queue_size, drain_timeout=drain_timeout)
+        return cls(
+            adapter_from_url(url, **options),
+            queue_size=queue_size,
+            drain_timeout=drain_timeout,
+            middlewares=middlewares,
+        )
 
     @property
     def adapter(self) -> BrokerAdapter:
@@ -104,6 +122,11 @@ class MessageBus:
     @property
     def is_connected(self) -> bool:
         return self._state is _State.OPEN
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The subscriptions in force (``queued`` says how many messages wait in each)."""
+        return tuple(self._subscriptions.values())
 
     @property
     def policy(self) -> Policy:
@@ -222,6 +245,9 @@ class MessageBus:
         message = self._envelope(
             topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to
         )
+        if self._chain is not None:
+            await self._chain.publish(message, partial(self._transmit, confirm=wait_for_confirmation))
+            return message.id
         link = self._link
         if link is None:
             await self._adapter.publish(message, confirm=wait_for_confirmation)
@@ -236,6 +262,13 @@ class MessageBus:
         else:
             await self._send(message, wait_for_confirmation)
         return message.id
+
+    async def _transmit(self, message: Message, confirm: bool) -> None:
+        """What `publish` does with its message: the path middleware runs around."""
+        if self._link is None:
+            await self._adapter.publish(message, confirm=confirm)
+        else:
+            await self._send(message, confirm)
 
     async def _send(self, message: Message, confirm: bool) -> None:
         """Publish through a network adapter, riding out outages (see `amb_core.outbox`)."""
@@ -336,6 +369,7 @@ class MessageBus:
             queue_size=self._queue_size,
             max_attempts=self._policy.max_attempts,
             answer_failure=self._answer_failure,
+            chain=self._chain,
         )
         if self._link is not None and not self._link.up:
             await self._link.wait_up(self._policy.outage_timeout)
@@ -372,6 +406,21 @@ class MessageBus:
         raised instead of replying. The request's ``ttl`` is ``timeout`` unless given: nobody
         handles it once its requester has given up.
         """
+        if self._chain is not None:
+            run = partial(self._request, topic, payload, timeout, priority, sender, ttl, metadata)
+            return await self._chain.call(Call("request", topic), run)
+        return await self._request(topic, payload, timeout, priority, sender, ttl, metadata)
+
+    async def _request(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None,
+        timeout: float,
+        priority: MessagePriority,
+        sender: str | None,
+        ttl: float | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Message:
         # _inbox_for_requests inline: one coroutine less on the request's hot path.
         inbox = self._inbox
         if inbox is None or self._state is not _State.OPEN:
@@ -408,7 +457,7 @@ class MessageBus:
         task's cancellation, ``aclose()``) tells the responder to stop. A plain `reply` to it
         is a stream of that one message.
         """
-        return streams.request_stream(
+        chunks = streams.request_stream(
             self,
             topic,
             payload,
@@ -418,6 +467,7 @@ class MessageBus:
             ttl=ttl,
             metadata=metadata,
         )
+        return chunks if self._chain is None else observe_stream(self._chain, topic, chunks)
 
     def reply_stream(self, request: Message, *, sender: str | None = None) -> ReplyStream:
         """Answer ``request`` with a stream of chunks::
@@ -454,7 +504,8 @@ class MessageBus:
         that nobody receives it. Handlers that raised are not replies: the returned list's
         ``failures`` holds a `RemoteHandlerError` for each. Other options: as for `request`.
         """
-        return await _gather.gather(
+        run = partial(
+            _gather.gather,
             self,
             topic,
             payload,
@@ -465,6 +516,7 @@ class MessageBus:
             ttl=ttl,
             metadata=metadata,
         )
+        return await run() if self._chain is None else await self._chain.call(Call("gather", topic), run)
 
     async def _inbox_for_requests(self) -> ReplyInbox:
         """The inbox, opened at the first request; raises if the bus is not usable."""
@@ -493,10 +545,14 @@ class MessageBus:
         )
 
     def _publish_request(
-        self, message: Message, inbox: ReplyInbox, *, count: bool = False
+        self, message: Message, inbox: ReplyInbox, *, count: bool = False, observed: bool = False
     ) -> Coroutine[Any, Any, None]:
         """Publish a request, telling ``inbox`` what the broker says about who receives it (to
-        await). In memory the adapter's own coroutine: one coroutine less on the hot path."""
+        await): through the middleware, unless ``observed`` (the middleware calling). In memory
+        without middleware, the adapter's own coroutine: one coroutine less on the hot path."""
+        if self._chain is not None and not observed:
+            send = partial(self._publish_request, inbox=inbox, count=count, observed=True)
+            return self._chain.publish(message, send)
         receivers = partial(inbox.receivers, message.id)
         if self._link is None:
             return self._adapter.publish_tracked(message, receivers, count=count)
@@ -538,6 +594,7 @@ class MessageBus:
                 request.id,
                 request.topic,
                 failure,
+                extra=message_fields(request),
             )
 
     def _send_cancel(self, responder: str, correlation_id: str) -> None:
@@ -579,7 +636,7 @@ class MessageBus:
         request without one, to its topic) with its ``correlation_id``. Returns the reply's id."""
         if not request.correlation_id:
             raise ValueError(f"message {request.id} is not a request: it has no correlation_id")
-        return await self.publish(
+        publishing = self.publish(
             request.reply_to or request.topic,
             payload,
             priority=request.priority,
@@ -587,4 +644,9 @@ class MessageBus:
             metadata=metadata,
             correlation_id=request.correlation_id,
             wait_for_confirmation=wait_for_confirmation,
+        )
+        if self._chain is None:
+            return await publishing
+        return await self._chain.call(
+            Call("reply", request.reply_to or request.topic, request), lambda: publishing
         )

@@ -23,7 +23,7 @@ from amb_core.backoff import backoff_delays
 from amb_core.errors import BrokerUnavailableError
 from amb_core.logs import throttled
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.link")
 T = TypeVar("T")
 
 #: Seconds between "still unreachable" lines during one outage.

@@ -1,6 +1,10 @@
 """Logging that stays readable under floods: one WARNING line per event, a few per minute per kind.
 
-AMB logs on the ``amb`` logger. Whatever can repeat without bound (garbled messages from a
+AMB logs on the ``amb`` logger's children, one per area (``amb.bus``, ``amb.middleware``,
+``amb.memory``, ``amb.redis``, ``amb.rabbitmq``, ``amb.kafka``...). Following the standard
+library's advice for libraries, ``amb`` has a `logging.NullHandler` and nothing else: nothing is
+printed until the application configures logging (``logging.basicConfig(level=logging.INFO)``).
+Records about one message carry `message_fields` as ``extra``. Whatever can repeat without bound (garbled messages from a
 hostile producer, reconnect attempts during an outage) goes through `throttled`: the first
 lines of a minute are logged at their level, the rest at DEBUG, and the next line let through
 says how many were held back, so nothing disappears and nothing floods.
@@ -10,8 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
-logger = logging.getLogger("amb")
+if TYPE_CHECKING:
+    from amb_core.message import Message
+
+logging.getLogger("amb").addHandler(logging.NullHandler())
 
 #: Lines of one kind let through at their level per period, and the period in seconds.
 BURST = 5
@@ -59,3 +67,10 @@ def throttled(
 def reset() -> None:
     """Forget every window (for tests)."""
     _windows.clear()
+
+
+def message_fields(message: Message, group: str | None = None) -> dict[str, object]:
+    """The ``extra`` of a log record about ``message``: its topic, id and group (None without
+    one), as fields a JSON formatter can index (``record.topic``, ``record.message_id``,
+    ``record.group``)."""
+    return {"topic": message.topic, "message_id": message.id, "group": group}

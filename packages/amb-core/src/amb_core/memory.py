@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.delivery import Delivery
 from amb_core.errors import InvalidMessageError
+from amb_core.logs import message_fields
 from amb_core.message import Message
 from amb_core.subscription import Subscription
 from amb_core.wire import decode, log_invalid
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.memory")
 
 _MAX_CACHED_ROUTES = 10_000
 #: Dead letters a shared broker keeps (oldest dropped first, with a WARNING).
@@ -243,7 +244,12 @@ class InMemoryBroker(BrokerAdapter):
             if not target.offer(message):
                 await target.deliver(message)
         if confirm and not route:
-            logger.warning("no subscription receives message %s on %s", message.id, message.topic)
+            logger.warning(
+                "no subscription receives message %s on %s",
+                message.id,
+                message.topic,
+                extra=message_fields(message),
+            )
 
     async def publish_tracked(
         self, message: Message, receivers: Callable[[int], None], *, count: bool = False

@@ -23,10 +23,11 @@ from amb_core.adapter import BrokerAdapter
 from amb_core.backoff import backoff_delays
 from amb_core.errors import BrokerUnavailableError, BusClosedError
 from amb_core.link import Link
+from amb_core.logs import message_fields
 from amb_core.message import Message
 from amb_core.wire import encode
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.link")
 
 _Entry = tuple[Message, "asyncio.Future[None] | None"]
 
@@ -126,6 +127,7 @@ class Outbox:
                             message.id,
                             message.topic,
                             error,
+                            extra=message_fields(message),
                         )
                     continue
                 finally:

@@ -16,7 +16,7 @@ from amb_core.message import Message
 from amb_core.subscription import Subscription
 from amb_core.wire import decode_or_log
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.bus")
 #: Correlation ids of streams this inbox told to stop, remembered so that it tells each once.
 _MAX_REMEMBERED_CANCELS = 4096
 

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from amb_core.control import END, ERROR, SEQ, error_mark, remote_error
 from amb_core.errors import RequestCancelledError, RequestTimeoutError, StreamSequenceError
+from amb_core.logs import message_fields
 from amb_core.message import Message, MessagePriority
 from amb_core.replies import ReplyInbox, nobody
 
 if TYPE_CHECKING:
     from amb_core.bus import MessageBus
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.bus")
 
 #: Longest a `ReplyStream` keeps the event loop without a pass (seconds).
 _YIELD_INTERVAL = 0.001
@@ -348,4 +349,5 @@ def _unanswered(request: Message, error: BaseException) -> None:
         request.topic,
         type(error).__name__,
         error,
+        extra=message_fields(request),
     )

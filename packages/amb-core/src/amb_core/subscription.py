@@ -19,11 +19,13 @@ from typing import Any
 
 from amb_core.delivery import Delivery
 from amb_core.errors import InvalidMessageError, RequestCancelledError
+from amb_core.logs import message_fields
 from amb_core.message import Message, MessagePriority
+from amb_core.middleware import Chain, Outcome
 from amb_core.topics import compile_pattern
 from amb_core.wire import decode, log_invalid
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.bus")
 
 #: What `MessageBus.subscribe` calls with each message: an ``async def`` function (the norm), or a
 #: plain function returning None, which runs on the event loop (so it must not block). Any
@@ -32,6 +34,12 @@ MessageHandler = Callable[[Message], "Awaitable[object] | None"]
 #: How the bus answers a request whose handler failed for good (see `Subscription`).
 FailureAnswer = Callable[[Message, Exception], Awaitable[None]]
 _Entry = tuple[Message, "Delivery | None"]
+#: What the log line of a failed handler says will happen to its message.
+_SAID = {
+    Outcome.RAISED: "not retried (ungrouped subscriptions see each message once)",
+    Outcome.RETRIED: "delivering it again",
+    Outcome.DEAD_LETTERED: "dead-lettering it",
+}
 #: How much of a handler's exception a dead letter keeps as its reason.
 _MAX_REASON = 1000
 
@@ -46,6 +54,7 @@ class Subscription:
 
     __slots__ = (
         "_answer_failure",
+        "_chain",
         "_closed",
         "_handler",
         "_handler_is_async",
@@ -81,9 +90,11 @@ class Subscription:
         queue_size: int = 1024,
         max_attempts: int = 3,
         answer_failure: FailureAnswer | None = None,
+        chain: Chain | None = None,
     ) -> None:
         """``answer_failure(request, error)`` answers a request (a message with ``reply_to``)
-        whose handler raised for the last time, so that its requester need not wait."""
+        whose handler raised for the last time, so that its requester need not wait; ``chain``
+        is the bus's middleware, run around each message (see `amb_core.middleware`)."""
         self.id = id
         self.pattern = pattern
         self.group = group
@@ -93,6 +104,7 @@ class Subscription:
         # Typed loosely here: which of the two kinds it is was decided once, just below.
         self._handler: Callable[[Message], Any] = handler
         self._answer_failure = answer_failure
+        self._chain = chain
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
@@ -218,12 +230,12 @@ class Subscription:
                     ttl = message.ttl
                     # Message.expired inline (requests carry a ttl by default: the hot path).
                     if ttl is not None and message.timestamp.timestamp() + ttl < time.time():
-                        logger.debug("dropped expired message %s on %s", message.id, message.topic)
-                        if delivery is not None:
-                            await _settle(delivery.ack(), "acknowledge an expired message", message.id)
+                        await self._expired(message, delivery)
                         continue
                     try:
-                        if self._handler_is_async:
+                        if self._chain is not None:
+                            await self._chain.handle(self, message, delivery, self._call_handler)
+                        elif self._handler_is_async:
                             await self._handler(message)
                         else:
                             result = self._handler(message)
@@ -237,7 +249,11 @@ class Subscription:
                             try:
                                 await delivery.ack()
                             except Exception:
-                                logger.exception("could not acknowledge %s with the broker", message.id)
+                                logger.exception(
+                                    "could not acknowledge %s with the broker",
+                                    message.id,
+                                    extra=message_fields(message, self.group),
+                                )
                 # Give the loop one pass before ending: whoever the handler just woke (a
                 # requester, a waiting publisher) often publishes straight back, and this worker
                 # then takes that message without a new task or an extra loop iteration. It
@@ -254,27 +270,55 @@ class Subscription:
                         waiter.set_result(None)
                 self._idle_waiters.clear()
 
+    async def _call_handler(self, message: Message) -> None:
+        """The handler call alone (what the middleware's handle hooks run around)."""
+        result = self._handler(message)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _expired(self, message: Message, delivery: Delivery | None) -> None:
+        """Drop ``message``, whose ttl ran out while it waited: the handler never sees it."""
+        logger.debug(
+            "dropped expired message %s on %s",
+            message.id,
+            message.topic,
+            extra=message_fields(message, self.group),
+        )
+        if self._chain is not None:
+            await self._chain.expired(self, message, delivery)
+        if delivery is not None:
+            await _settle(delivery.ack(), "acknowledge an expired message", message.id)
+
+    def outcome_of(self, error: Exception, delivery: Delivery | None) -> Outcome:
+        """What becomes of a message whose handler raised ``error`` (see `_failed`)."""
+        if isinstance(error, RequestCancelledError):
+            return Outcome.HANDLED  # the requester of a reply stream went away: no failure
+        if delivery is None or self.group is None:
+            return Outcome.RAISED
+        return Outcome.RETRIED if delivery.attempt < self.max_attempts else Outcome.DEAD_LETTERED
+
     async def _failed(self, message: Message, delivery: Delivery | None, error: Exception) -> None:
         """The handler raised: log it (one line, with the traceback) and decide what happens to
         the message. A group retries it up to ``max_attempts`` handler calls, then dead-letters
         it; an ungrouped subscription (a broadcast) sees each message once. A request that
         failed for the last time is answered with the error. `RequestCancelledError` is no
         failure: the requester of a reply stream went away, and the handler stopped."""
+        about_it = message_fields(message, self.group)
+        result = self.outcome_of(error, delivery)
         if isinstance(error, RequestCancelledError):
-            logger.debug("handler %r of %r stopped on request %s: %s", self._handler, self, message.id, error)
+            logger.debug(
+                "handler %r of %r stopped on request %s: %s",
+                self._handler,
+                self,
+                message.id,
+                error,
+                extra=about_it,
+            )
             if delivery is not None:
                 await _settle(delivery.ack(), "acknowledge", message.id)
             return
-        if delivery is None:
-            attempt, outcome = 1, "not retried (this broker does not redeliver)"
-        else:
-            attempt = delivery.attempt
-            if self.group is None:
-                outcome = "not retried (ungrouped subscriptions see each message once)"
-            elif attempt < self.max_attempts:
-                outcome = "delivering it again"
-            else:
-                outcome = "dead-lettering it"
+        attempt = 1 if delivery is None else delivery.attempt
+        outcome = _SAID[result] if delivery is not None else "not retried (this broker does not redeliver)"
         logger.error(
             "handler %r of %r failed on message %s (topic %s, attempt %d of %d): %s",
             self._handler,
@@ -285,6 +329,7 @@ class Subscription:
             self.max_attempts if self.group is not None else 1,
             outcome,
             exc_info=error,
+            extra=about_it,
         )
         if (
             self._answer_failure is not None
@@ -294,13 +339,13 @@ class Subscription:
             await self._answer_failure(message, error)
         if delivery is None:
             return
-        if self.group is None:
+        if result is Outcome.RAISED:
             await _settle(delivery.ack(), "acknowledge", message.id)
-        elif attempt < self.max_attempts:
+        elif result is Outcome.RETRIED:
             await _settle(delivery.retry(), "redeliver", message.id)
         else:
             reason = f"handler raised {type(error).__name__}: {error}"[:_MAX_REASON]
-            await _dead_letter(delivery, reason, f"message {message.id} on {message.topic}")
+            await _dead_letter(delivery, reason, f"message {message.id} on {message.topic}", extra=about_it)
 
     def _wake_one_publisher(self) -> None:
         while self._space_waiters:
@@ -360,12 +405,19 @@ async def _settle(settlement: Awaitable[None], what: str, about: str) -> None:
         logger.exception("could not %s %s with the broker", what, about)
 
 
-async def _dead_letter(delivery: Delivery, reason: str, about: str, *, quiet: bool = False) -> None:
+async def _dead_letter(
+    delivery: Delivery,
+    reason: str,
+    about: str,
+    *,
+    quiet: bool = False,
+    extra: dict[str, object] | None = None,
+) -> None:
     """Dead-letter, and log where to (at DEBUG when ``quiet``: the reason was logged already)."""
     try:
         where = await delivery.dead_letter(reason)
     except Exception:
-        logger.exception("could not dead-letter %s (%s); the broker keeps it", about, reason)
+        logger.exception("could not dead-letter %s (%s); the broker keeps it", about, reason, extra=extra)
         return
     logger.log(
         logging.DEBUG if quiet else logging.WARNING,
@@ -374,4 +426,5 @@ async def _dead_letter(delivery: Delivery, reason: str, about: str, *, quiet: bo
         where,
         delivery.attempt,
         reason,
+        extra=extra,
     )

@@ -21,7 +21,7 @@ from amb_core.errors import InvalidMessageError, MessageTooLargeError
 from amb_core.logs import throttled
 from amb_core.message import Message, MessagePriority, build_message
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.wire")
 
 WIRE_VERSION = 1
 CONTENT_TYPE = "application/vnd.amb.v1+json"

@@ -16,7 +16,7 @@ from aiokafka.errors import for_code  # type: ignore[import-untyped]
 from amb_core.backoff import backoff_delays
 from amb_kafka.boundary import MAPPED, Boundary
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 _NO_ERROR = 0
 _TOPIC_ALREADY_EXISTS = 36

@@ -50,7 +50,7 @@ from amb_kafka.boundary import MAPPED, Boundary, is_unreachable
 if TYPE_CHECKING:
     from amb_kafka.health import Health
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
 #: How every envelope `amb_core.wire.encode` writes starts: its id follows.

@@ -36,7 +36,7 @@ from amb_kafka.fanout import FanoutReader
 from amb_kafka.groups import GroupMember
 from amb_kafka.health import Health
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: What the adapter sets unless told otherwise; any of it can be overridden by name.
 PRODUCER_DEFAULTS: dict[str, Any] = {

@@ -8,7 +8,7 @@ import time
 from amb_core.link import Link
 from amb_core.logs import throttled
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: Seconds between two tracebacks of one kind of unexpected error.
 _TRACEBACK_INTERVAL = 60.0

@@ -13,7 +13,7 @@ from amb_core.errors import BrokerUnavailableError
 from amb_core.link import Link
 from amb_kafka.naming import dead_letter_topic
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: ``send(topic, value, key, headers)`` returns once the broker acknowledged the record and
 #: raises amb-core's errors (see `amb_kafka.boundary`).

@@ -27,7 +27,7 @@ from amb_kafka.naming import topic_regex, wildcard
 if TYPE_CHECKING:
     from amb_kafka.health import Health
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: Every fan-out reader of this process, so a topic created here is discovered at once.
 _readers: weakref.WeakSet[FanoutReader] = weakref.WeakSet()

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: What aiokafka logs (at ERROR, with the traceback) when that happens; demoted by `quiet`.
 FETCHER_DIED = "Unexpected error in fetcher routine"

@@ -32,7 +32,7 @@ from amb_kafka.offsets import PartitionTracker
 if TYPE_CHECKING:
     from amb_kafka.health import Health
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: What aiokafka raises when a rebalance overtakes a member taking its partitions.
 _REBALANCED = (CommitFailedError, IllegalStateError, ConsumerStoppedError)

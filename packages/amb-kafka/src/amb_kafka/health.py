@@ -27,7 +27,7 @@ from amb_core.backoff import backoff_delays
 from amb_core.link import Link
 from amb_kafka import quiet
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.kafka")
 
 #: Connection closes that mean the broker stopped answering (not ours, not idle ones).
 _BROKEN = frozenset({CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT})

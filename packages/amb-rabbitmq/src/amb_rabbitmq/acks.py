@@ -20,7 +20,7 @@ from collections import deque
 
 import aiormq
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.rabbitmq")
 
 #: How far the arrival-order record may run ahead of what is outstanding before it is rebuilt
 #: (entries settled behind a delivery stuck in a handler stay in it until then).

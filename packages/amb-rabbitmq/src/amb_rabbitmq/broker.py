@@ -38,7 +38,7 @@ from amb_rabbitmq.options import Options
 from amb_rabbitmq.properties import properties_for
 from amb_rabbitmq.session import Session
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.rabbitmq")
 
 
 class RabbitMQBroker(BrokerAdapter):

@@ -26,6 +26,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from amb_core.delivery import Delivery
+from amb_core.logs import message_fields
 from amb_core.message import Message
 from amb_rabbitmq.boundary import CLIENT_ERRORS
 from amb_rabbitmq.properties import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER, properties_for_retry
@@ -33,7 +34,7 @@ from amb_rabbitmq.properties import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER,
 if TYPE_CHECKING:
     from amb_rabbitmq.consumer import Consumer
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.rabbitmq")
 
 #: How much of a reason goes into the ``x-amb-reason`` header: headers travel in one frame
 #: with the message, and a traceback-sized text is plenty.
@@ -95,7 +96,12 @@ class RabbitMQDelivery(Delivery):
             if routed is None:
                 return
             if not routed:
-                logger.error("message %s could not be retried: queue %s is gone", message.id, consumer.queue)
+                logger.error(
+                    "message %s could not be retried: queue %s is gone",
+                    message.id,
+                    consumer.queue,
+                    extra=message_fields(message),
+                )
         consumer.acks.ack(self._tag)
 
     async def dead_letter(self, reason: str) -> str:

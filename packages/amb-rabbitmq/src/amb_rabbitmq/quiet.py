@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from amb_core.logs import throttled
 from amb_rabbitmq.boundary import Boundary
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.rabbitmq")
 
 #: The adapter (its name and scrubbing) whose connection the current context belongs to.
 _OURS: ContextVar[Boundary | None] = ContextVar("amb_rabbitmq_connection", default=None)

@@ -37,7 +37,7 @@ from amb_rabbitmq.decoding import SharedDecoder
 from amb_rabbitmq.naming import Names
 from amb_rabbitmq.quiet import ours
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.rabbitmq")
 
 #: Called (possibly several times) when the session stops working: its connection closed, or
 #: one of its traffic channels was closed by the broker.

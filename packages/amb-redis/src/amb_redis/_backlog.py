@@ -25,7 +25,7 @@ from amb_redis._names import Names
 from amb_redis._pipe import CommandPipe
 from amb_redis._scripts import Scripts
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.redis")
 
 #: The publish script's answer when a stream's backlog is at the cap (the entry was added).
 FULL = "AMBFULL "

@@ -43,7 +43,7 @@ from amb_redis._pipe import CommandPipe
 from amb_redis._resp import bulk, command
 from amb_redis._scripts import Scripts
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.redis")
 
 _CLAIM_BATCH = 100
 

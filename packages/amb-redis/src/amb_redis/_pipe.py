@@ -32,7 +32,7 @@ from amb_redis._connection import Connector
 from amb_redis._replies import replies
 from amb_redis._scripts import Script
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.redis")
 
 Callback = Callable[[Any], None]
 #: (packed command, callback for its reply or None, re-send it after a reconnect?)

@@ -24,7 +24,7 @@ from amb_redis._connection import Connector
 from amb_redis._replies import replies
 from amb_redis._resp import command
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.redis")
 
 OnMessage = Callable[[bytes, bytes], Awaitable[None]]
 OnPatternMessage = Callable[[bytes, bytes, bytes], Awaitable[None]]

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.errors import BrokerUnavailableError
 from amb_core.link import Link
+from amb_core.logs import message_fields
 from amb_core.message import Message
 from amb_core.policy import Policy
 from amb_core.subscription import Subscription
@@ -31,7 +32,7 @@ from amb_redis._pubsub import CHANNEL, PATTERN, PubSubConnection
 from amb_redis._resp import command
 from amb_redis._scripts import Scripts
 
-logger = logging.getLogger("amb")
+logger = logging.getLogger("amb.redis")
 
 #: The default ``max_message_size``: 8 MiB. Redis itself takes bulk strings up to 512 MB
 #: (``proto-max-bulk-len``), but it disconnects a Pub/Sub subscriber whose pending output passes
@@ -242,7 +243,12 @@ class RedisBroker(BrokerAdapter):
             return
         receivers = await self._confirmed(pipe, packed)
         if not receivers:
-            logger.warning("no subscription receives message %s on %s", message.id, message.topic)
+            logger.warning(
+                "no subscription receives message %s on %s",
+                message.id,
+                message.topic,
+                extra=message_fields(message),
+            )
 
     async def publish_tracked(
         self, message: Message, receivers: Callable[[int], None], *, count: bool = False
