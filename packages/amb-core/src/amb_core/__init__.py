@@ -18,12 +18,14 @@ from amb_core.errors import (
     BrokerRefusedError,
     BrokerUnavailableError,
     BusClosedError,
+    GroupInUseError,
     InvalidMessageError,
     InvalidPayloadError,
     InvalidTopicError,
     MessageTooLargeError,
     RequestTimeoutError,
 )
+from amb_core.groups import GroupInfo
 from amb_core.link import Link
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority
@@ -44,6 +46,8 @@ __all__ = [
     "BusClosedError",
     "Capabilities",
     "Delivery",
+    "GroupInUseError",
+    "GroupInfo",
     "InMemoryBroker",
     "InvalidMessageError",
     "InvalidPayloadError",

@@ -14,7 +14,9 @@ import anyio
 
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.errors import BrokerUnavailableError, BusClosedError
+from amb_core.groups import GroupInfo
 from amb_core.ids import new_id
+from amb_core.keys import validate_key
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority, build_message
 from amb_core.outbox import Outbox
@@ -192,17 +194,19 @@ class MessageBus:
         metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
+        key: str | None = None,
     ) -> str:
         """Publish ``payload`` (a JSON object) to ``topic`` and return the message id.
 
         By default this returns as soon as the adapter has taken the message (fire and forget);
         with ``wait_for_confirmation=True`` it returns once the broker has accepted it. ``ttl``
-        is in seconds: a message still undelivered after that is dropped.
+        is in seconds: a message still undelivered after that is dropped. Messages with the
+        same ``key`` reach each subscription, and each group, in publish order (see `amb_core.keys`).
         """
         if self._state is not _State.OPEN and self._state is not _State.CLOSING:
             raise self._refuse()
         message = self._envelope(
-            topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to
+            topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to, key
         )
         link = self._link
         if link is None:
@@ -259,9 +263,12 @@ class MessageBus:
         message_id: str,
         correlation_id: str | None,
         reply_to: str | None,
+        key: str | None = None,
     ) -> Message:
         if topic not in self._valid_topics:
             self._remember_topic(topic)
+        if key is not None:
+            validate_key(key)
         if priority.__class__ is not MessagePriority:
             priority = MessagePriority.coerce(priority)
         if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
@@ -277,6 +284,7 @@ class MessageBus:
             _now(_utc),
             ttl,
             json_object(metadata, "metadata") if metadata else {},
+            key,
         )
 
     def _remember_topic(self, topic: str) -> None:
@@ -343,8 +351,10 @@ class MessageBus:
         sender: str | None = None,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Message:
-        """Publish a request and return the first reply (see `reply`).
+        """Publish a request and return the first reply (see `reply`). ``key`` orders it among
+        messages with the same key, as in `publish`.
 
         Raises `RequestTimeoutError` (a `TimeoutError`) when no reply comes within ``timeout``
         seconds; a reply arriving later is dropped.
@@ -354,7 +364,7 @@ class MessageBus:
         inbox = self._inbox if self._inbox is not None else await self._open_inbox()
         message_id = new_id()
         message = self._envelope(
-            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
+            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern, key
         )
         reply = inbox.expect(message_id, topic, timeout)
         try:
@@ -399,3 +409,25 @@ class MessageBus:
             correlation_id=request.correlation_id,
             wait_for_confirmation=wait_for_confirmation,
         )
+
+    # -- groups over time (amb_core.groups) -------------------------------------------------
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group on the broker, of any process, with its pattern, members and backlog
+        (groups that went ``group_expiry`` without a member are removed first)."""
+        if self._state is not _State.OPEN:
+            raise self._refuse()
+        return await self._adapter.list_groups()
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        """Drop the messages waiting for ``group`` on ``pattern``; return how many."""
+        if self._state is not _State.OPEN:
+            raise self._refuse()
+        return await self._adapter.purge_group(validate_group(group), validate_pattern(pattern))
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        """Remove ``group`` on ``pattern`` and its backlog; False if there was no such group.
+        Raises `GroupInUseError` while members run (stop them first)."""
+        if self._state is not _State.OPEN:
+            raise self._refuse()
+        return await self._adapter.delete_group(validate_group(group), validate_pattern(pattern))

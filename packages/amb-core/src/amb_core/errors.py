@@ -42,6 +42,11 @@ class RequestTimeoutError(AMBError, TimeoutError):
     """No reply arrived before the request's timeout."""
 
 
+class GroupInUseError(AMBError, RuntimeError):
+    """A group cannot be deleted (or, on Kafka, purged) while members are running: stop them
+    first."""
+
+
 class AdapterNotInstalledError(AMBError, ImportError):
     """The adapter for a URL scheme is a separate distribution that is not installed."""
 
