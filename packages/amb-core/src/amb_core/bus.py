@@ -119,7 +119,7 @@ class MessageBus:
                 f"{self._adapter.describe()} did not answer within connect_timeout ({timeout} s)"
             )
         if self._link is not None:
-            self._link.up = True  # a fresh connection, whatever ended the last one
+            self._link.reset()
         self._state = _State.OPEN
 
     async def disconnect(self) -> None:

@@ -94,6 +94,12 @@ class Link:
         else:
             logger.debug("%s is still unreachable: %s", self.name, error)
 
+    def reset(self) -> None:
+        """A fresh connection (the bus connected again): up, whatever ended the last one,
+        without a "back" line; anything still waiting is woken."""
+        self.up = True
+        self._wake_waiters()
+
     def restored(self) -> None:
         """Connected again, subscriptions in place: wakes everything waiting in `wait_up`."""
         if self.up:
@@ -106,6 +112,9 @@ class Link:
             self.name,
             time.monotonic() - self._lost_at,
         )
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
