@@ -25,7 +25,10 @@ from amb_core.wire import decode, log_invalid
 
 logger = logging.getLogger("amb")
 
-MessageHandler = Callable[[Message], Awaitable[Any]]
+#: What `MessageBus.subscribe` calls with each message: an ``async def`` function (the norm), or a
+#: plain function returning None, which runs on the event loop (so it must not block). Any
+#: object with such a ``__call__`` works too.
+MessageHandler = Callable[[Message], "Awaitable[object] | None"]
 _Entry = tuple[Message, "Delivery | None"]
 #: How much of a handler's exception a dead letter keeps as its reason.
 _MAX_REASON = 1000
@@ -84,7 +87,8 @@ class Subscription:
         self.concurrency = concurrency
         #: Handler calls a grouped message gets before it is dead-lettered.
         self.max_attempts = max_attempts
-        self._handler = handler
+        # Typed loosely here: which of the two kinds it is was decided once, just below.
+        self._handler: Callable[[Message], Any] = handler
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
