@@ -37,6 +37,7 @@ from typing import Any
 import brokers
 import harness
 
+import amb_core
 from amb_core import Message, MessageBus
 
 #: The largest count each adapter is run with by default: what the broker here holds in a few
@@ -58,8 +59,10 @@ class _Scale:
         self.bus = bus
         self.count = count
         self.rng = rng
-        self.topics: list[str] = []  # one per subscription: what a publish to it reaches
-        self.subscriptions: list[tuple[str, str]] = []  # (subscription id, its topic)
+        # Per subscription, as little as can be (it is inside the memory figure): its id, and
+        # the topic a publish reaches it on (the pattern itself for an exact subscription).
+        self.ids: list[str] = []
+        self.topics: list[str] = []
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._next = 0
 
@@ -80,13 +83,12 @@ class _Scale:
             )
         else:
             pattern = topic = f"scale.{n}.inbox"
-        subscription_id = await self.bus.subscribe(pattern, self._handler)
+        self.ids.append(await self.bus.subscribe(pattern, self._handler))
         self.topics.append(topic)
-        self.subscriptions.append((subscription_id, topic))
 
     async def fill(self) -> None:
         # count on their own topics, and a tenth of that more as patterns: 11 in 110.
-        while len(self.subscriptions) < self.count + self.count // 10:
+        while len(self.ids) < self.count + self.count // 10:
             await self.add(pattern_every=11)
 
     async def publish_and_deliver(self, topic: str) -> int:
@@ -101,15 +103,14 @@ class _Scale:
     async def churn(self, keep: set[str]) -> int:
         """One subscription goes and another comes; nanoseconds it took."""
         while True:
-            index = self.rng.randrange(len(self.subscriptions))
-            subscription_id, topic = self.subscriptions[index]
-            if topic not in keep:
+            index = self.rng.randrange(len(self.ids))
+            if self.topics[index] not in keep:
                 break
         started = time.perf_counter_ns()
-        await self.bus.unsubscribe(subscription_id)
+        await self.bus.unsubscribe(self.ids[index])
         await self.add()
         elapsed = time.perf_counter_ns() - started
-        self.subscriptions[index] = self.subscriptions.pop()
+        self.ids[index], self.topics[index] = self.ids.pop(), self.topics.pop()
         return elapsed
 
 
@@ -123,7 +124,7 @@ async def _one_bus(url: str, count: int, samples: int, rng: random.Random) -> di
         scale = _Scale(bus, count, rng)
         for _ in range(10):  # the tables every bus makes once, outside the figure
             await scale.add()
-        baseline = len(scale.subscriptions)
+        baseline = len(scale.ids)
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
@@ -131,7 +132,7 @@ async def _one_bus(url: str, count: int, samples: int, rng: random.Random) -> di
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
-        subscribed = len(scale.subscriptions) - baseline
+        subscribed = len(scale.ids) - baseline
         # At most half the topics: churn takes its subscriptions from the other half.
         chosen = rng.sample(scale.topics, min(samples, len(scale.topics) // 2))
         unseen = await _timed(chosen, scale.publish_and_deliver)
@@ -254,7 +255,9 @@ async def run(args: argparse.Namespace, progress: harness.Progress) -> dict[str,
     packages = ["amb-core", "pydantic", "anyio"] + [
         f"amb-{name}" for name in args.adapters if name != "memory"
     ]
-    return {"machine": harness.machine_info(packages), "brokers": versions, "rows": rows}
+    machine = harness.machine_info(packages)
+    machine["amb_core_source"] = str(Path(amb_core.__file__).parent)  # which code was measured
+    return {"machine": machine, "brokers": versions, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
