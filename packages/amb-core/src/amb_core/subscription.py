@@ -144,8 +144,7 @@ class Subscription:
         except InvalidMessageError as error:
             self.reject(source, error, delivery)
             return None
-        if self._queued < self._maxsize:
-            self._push(message, delivery)
+        if self.offer(message, delivery):
             return None
         return self.deliver(message, delivery)
 
@@ -172,9 +171,21 @@ class Subscription:
     def offer(self, message: Message, delivery: Delivery | None = None) -> bool:
         """Queue ``message`` if there is room and return True; return False when the queue is
         full (or the subscription closed): then await `deliver`."""
+        # Every message goes in here: the in-memory broker's publish calls it directly.
         if self._queued >= self._maxsize:
             return False
-        self._push(message, delivery)
+        level = self._levels[~message.priority]
+        if level is None:
+            level = self._levels[~message.priority] = deque()
+        level.append((message, delivery))
+        self._queued += 1
+        if self._running < self.concurrency:
+            self._running += 1
+            tasks = self._tasks
+            if tasks is None:
+                tasks = self._tasks = set()
+            # The task is referenced here until it ends (asyncio keeps only weak references).
+            tasks.add(self._loop.create_task(self._work()))
         return True
 
     async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
@@ -192,23 +203,9 @@ class Subscription:
                 if not waiter.done():
                     waiter.cancel()
         if not self._closed:
-            self._push(message, delivery)
+            self.offer(message, delivery)  # there is room now
         elif delivery is not None:
             await _settle(delivery.release(), "release", message.id)
-
-    def _push(self, message: Message, delivery: Delivery | None) -> None:
-        level = self._levels[~message.priority]
-        if level is None:
-            level = self._levels[~message.priority] = deque()
-        level.append((message, delivery))
-        self._queued += 1
-        if self._running < self.concurrency:
-            self._running += 1
-            tasks = self._tasks
-            if tasks is None:
-                tasks = self._tasks = set()
-            # The task is referenced here until it ends (asyncio keeps only weak references).
-            tasks.add(self._loop.create_task(self._work()))
 
     # -- handling ----------------------------------------------------------------------------
 
