@@ -162,14 +162,20 @@ class _Group:
     async def _resume(self) -> None:
         """Hand the backlog to the members, oldest first. Messages published meanwhile queue
         behind it (see `offer`), so the group still gets them in publish order."""
+        backlog = self.backlog
         try:
-            while self.backlog and self.members:
-                message, delivery = self.backlog.popleft()
-                self._wake_one()
+            while backlog and self.members:
+                entry = backlog[0]
+                message, delivery = entry
                 member = self._member_for(message)
                 delivery = delivery or _GroupDelivery(self, message)
                 if not member.offer(message, delivery):
+                    # It leaves the backlog only once queued: until then, new messages keep
+                    # queueing behind it rather than overtaking it.
                     await member.deliver(message, delivery)
+                if backlog and backlog[0] is entry:  # a purge meanwhile took it already
+                    backlog.popleft()
+                    self._wake_one()
         finally:
             self._resuming = None
 
@@ -263,7 +269,9 @@ class _Hub:
             self.expire(group)
             group = None
         if group is None:
-            group = self.groups[key] = _Group(self, subscription.group, subscription.pattern, expiry, wait_timeout)
+            group = self.groups[key] = _Group(
+                self, subscription.group, subscription.pattern, expiry, wait_timeout
+            )
             self.table.add(subscription.pattern, group)
         group.join(subscription)
 
