@@ -67,6 +67,11 @@ class TopicAdmin:
         self._creating: dict[str, asyncio.Task[bool]] = {}
 
     @property
+    def client_api(self) -> Any:
+        """The `AIOKafkaAdminClient` itself (consumer groups: amb_kafka.lifetime)."""
+        return self._client
+
+    @property
     def client(self) -> Any:
         """The admin's `AIOKafkaClient` (to watch its connections)."""
         return self._client._client

@@ -18,6 +18,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: i
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.backoff import backoff_delays
 from amb_core.errors import AMBError, BrokerRefusedError, BrokerUnavailableError
+from amb_core.groups import GroupInfo
 from amb_core.link import Link
 from amb_core.logs import throttled
 from amb_core.message import Message
@@ -33,6 +34,7 @@ from amb_kafka.deadletter import DeadLetters
 from amb_kafka.fanout import FanoutReader
 from amb_kafka.groups import GroupMember
 from amb_kafka.health import Health
+from amb_kafka.lifetime import Groups
 
 logger = logging.getLogger("amb")
 
@@ -173,6 +175,7 @@ class KafkaBroker(BrokerAdapter):
         self._fanout: FanoutReader | None = None
         self._inbox: FanoutReader | None = None
         self._members: dict[str, GroupMember] = {}
+        self._groups: Groups | None = None
         self._leaving: set[asyncio.Task[None]] = set()
         self._dead_letters = DeadLetters(self._send_record, self._link)
 
@@ -216,6 +219,7 @@ class KafkaBroker(BrokerAdapter):
             raise
         self._admin = admin
         self._producer = producer
+        self._groups = Groups(admin.client_api, self._reader_options(), self._boundary)
         self._batcher = Batcher(
             producer,
             self._linger,
@@ -364,6 +368,9 @@ class KafkaBroker(BrokerAdapter):
             # Anything the producer still holds was given up on (and logged) by the batcher:
             # stop() must not wait for a broker that is gone.
             await _abandon(producer)
+        groups, self._groups = self._groups, None
+        if groups is not None:
+            await _quietly(groups.close())
         if admin is not None:
             await _quietly(admin.close())
         if self._background:
@@ -507,6 +514,8 @@ class KafkaBroker(BrokerAdapter):
                 self._boundary,
                 join_timeout=self._join_timeout,
                 discovery_interval=self._discovery_interval,
+                lifetime=self._lifetime(),
+                group_expiry=self.policy.group_expiry,
             )
             await member.start()
             self._members[subscription.id] = member
@@ -516,13 +525,39 @@ class KafkaBroker(BrokerAdapter):
             if await admin.create(topic, partitions=partitions):
                 _topic_created()
 
+        return FanoutReader(
+            name,
+            self._reader_options(),
+            admin,
+            self._discovery_interval,
+            create,
+            self._health,
+            self._boundary,
+        )
+
+    def _reader_options(self) -> dict[str, Any]:
+        """The options of a consumer outside any group."""
         options = {key: value for key, value in self._consumer_options.items() if key not in _GROUP_ONLY}
         for key, value in FANOUT_DEFAULTS.items():
             if key not in self._consumer_overrides:
                 options[key] = value
-        return FanoutReader(
-            name, options, admin, self._discovery_interval, create, self._health, self._boundary
-        )
+        return options
+
+    def _lifetime(self) -> Groups:
+        if self._groups is None:
+            raise BrokerUnavailableError(f"{self._boundary.name}: the adapter is not connected")
+        return self._groups
+
+    # ---------------------------------------------------------------- groups over time
+
+    async def list_groups(self) -> list[GroupInfo]:
+        return await self._lifetime().every()
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        return await self._lifetime().purge(group, pattern)
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        return await self._lifetime().delete(group, pattern)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         if subscription.is_inbox:
