@@ -115,6 +115,8 @@ class _Group:
         if len(self.backlog) >= MAX_GROUP_BACKLOG:
             return False
         self.backlog.append((message, delivery))
+        if self.members and self._resuming is None:
+            self._resume_soon()  # it was let in just as the members had taken the rest
         return True
 
     async def _wait_for_room(self, message: Message, delivery: Delivery | None) -> None:
@@ -149,7 +151,7 @@ class _Group:
         self.idle_since = None
         note_backlog(self.hub.name, self.name, self.pattern, len(self.backlog))
         if self.backlog and self._resuming is None:
-            self._resuming = asyncio.get_running_loop().create_task(self._resume())
+            self._resume_soon()
 
     def leave(self, subscription: Subscription) -> bool:
         if subscription not in self.members:
@@ -158,6 +160,9 @@ class _Group:
         if not self.members:
             self.idle_since = time.monotonic()
         return True
+
+    def _resume_soon(self) -> None:
+        self._resuming = asyncio.get_running_loop().create_task(self._resume())
 
     async def _resume(self) -> None:
         """Hand the backlog to the members, oldest first. Messages published meanwhile queue

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from amb_core.topics import is_pattern
+from amb_core.topics import RESERVED_PREFIX, is_pattern
 
 T = TypeVar("T")
 
-_RESERVED_SEGMENT = "_amb"  # topics under "_amb." are never matched by a leading wildcard
 _MAX_CACHED_ROUTES = 10_000
 
 
@@ -114,7 +113,8 @@ class RouteTable(Generic[T]):
             found.extend(exact)
         if self._wildcards:
             segments = topic.split(".")
-            _collect(self._root, segments, 0, found, segments[0] != _RESERVED_SEGMENT)
+            # A leading wildcard never reaches into the bus's own topics (reply inboxes).
+            _collect(self._root, segments, 0, found, not topic.startswith(RESERVED_PREFIX))
             if len(found) > 1:
                 found = list(dict.fromkeys(found))  # a pattern with several '#' can match twice
         routes = self.routes
