@@ -396,3 +396,26 @@ async def test_a_member_never_joins_an_expired_group_that_no_sweep_removed_yet(
     await bus.publish(topic, {"n": "new"})
     await got.wait_for(1)
     assert got.payloads == [{"n": "new"}]
+
+
+async def test_a_group_on_its_own_topic_keeps_the_other_topics_cached_routes(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    # Issue 12: any group coming or going dropped every cached route, and finding one matched
+    # the topic against every pattern with groups: linear in the groups, on the publish path.
+    bus = await make_bus()
+    got = Received()
+    await bus.subscribe(f"{topic}.a", got, group="workers")
+    await bus.publish(f"{topic}.a", {"n": 1}, wait_for_confirmation=True)
+    await bus.publish(f"{topic}.b", {"n": 2}, wait_for_confirmation=True)
+    assert await admin.hget("amb:routes", f"{topic}.a") == f"{topic}.a".encode()
+    await bus.subscribe(f"{topic}.c", Received(), group="workers")
+    assert await admin.hget("amb:routes", f"{topic}.a") == f"{topic}.a".encode()
+    assert await admin.hexists("amb:routes", f"{topic}.b")
+    assert not await admin.sismember("amb:wildcards", f"{topic}.c")
+    await bus.subscribe(f"{topic}.*", got, group="watchers")
+    assert await admin.sismember("amb:wildcards", f"{topic}.*")
+    await bus.publish(f"{topic}.b", {"n": 3}, wait_for_confirmation=True)
+    assert await admin.hget("amb:routes", f"{topic}.b") == f"{topic}.*".encode()
+    await got.wait_for(2)
+    assert sorted(p["n"] for p in got.payloads) == [1, 3]

@@ -20,6 +20,7 @@ local PREFIX = '{prefix}'
 local GROUPS = PREFIX .. 'groups'
 local ROUTES = PREFIX .. 'routes'
 local DEADLINES = PREFIX .. 'deadlines'
+local WILDCARDS = PREFIX .. 'wildcards'
 local RELEASED = '_released'
 local MAXLEN = {maxlen}
 
@@ -54,6 +55,27 @@ end
 
 local function failed(r)
   return type(r) == 'table' and r.err ~= nil
+end
+
+local function wildcard(pattern)
+  return string.find(pattern, '[*#]') ~= nil
+end
+
+-- A pattern with groups came or went: an exact one changes only its own topic's cached route,
+-- a wildcard one any route.
+local function routes_changed(pattern)
+  if wildcard(pattern) then
+    redis.call('DEL', ROUTES)
+  else
+    redis.call('HDEL', ROUTES, pattern)
+  end
+end
+
+-- Unregisters a pattern that has no group left.
+local function unregister(pattern)
+  redis.call('ZREM', GROUPS, pattern)
+  redis.call('SREM', WILDCARDS, pattern)
+  routes_changed(pattern)
 end
 
 local function fields_of(list)
@@ -149,7 +171,7 @@ local function destroy(pattern, group)
   local left = redis.pcall('XINFO', 'GROUPS', stream)
   if failed(left) or #left == 0 then
     redis.call('DEL', stream, PREFIX .. 'idle:' .. pattern)
-    if redis.call('ZREM', GROUPS, pattern) == 1 then redis.call('DEL', ROUTES) end
+    unregister(pattern)
   end
   if failed(r) then return 0 end
   return r
@@ -174,9 +196,8 @@ local function sweep(now)
   for _, p in ipairs(redis.call('ZRANGEBYSCORE', GROUPS, '-inf', '(' .. now)) do
     local groups = redis.pcall('XINFO', 'GROUPS', PREFIX .. 'stream:' .. p)
     if failed(groups) or #groups == 0 then
-      redis.call('ZREM', GROUPS, p)
       redis.call('DEL', PREFIX .. 'stream:' .. p, PREFIX .. 'idle:' .. p)
-      redis.call('DEL', ROUTES)
+      unregister(p)
     end
   end
   return removed
@@ -184,8 +205,10 @@ end
 """
 
 # ARGV: topic, data. Returns how many subscriptions can receive it: Pub/Sub receivers plus
-# group streams. Routes (topic -> patterns that have groups) are cached in a hash, dropped
-# whenever the set of patterns changes. A stream longer than MAXLEN is trimmed of what its
+# group streams. Routes (topic -> patterns that have groups) are cached in a hash. Finding one
+# looks the topic up among exact patterns and matches it against the wildcard ones only, so
+# thousands of groups on their own topics cost a lookup; an exact pattern coming or going
+# drops only its topic's route, a wildcard one every route. A stream longer than MAXLEN is trimmed of what its
 # groups acknowledged; if its backlog is still longer, the entry is added all the same (never
 # dropped) and the reply is the error "AMBFULL <count> <patterns>", on which publishers wait.
 _PUBLISH = """
@@ -193,15 +216,12 @@ local topic, data = ARGV[1], ARGV[2]
 local n = redis.call('PUBLISH', topic, data)
 local route = redis.call('HGET', ROUTES, topic)
 if not route then
-  route = ''
-  local patterns = redis.call('ZRANGE', GROUPS, 0, -1)
-  if #patterns > 0 then
-    local found = {{}}
-    for _, p in ipairs(patterns) do
-      if matches(p, topic) then found[#found + 1] = p end
-    end
-    route = table.concat(found, ' ')
+  local found = {{}}
+  if redis.call('ZSCORE', GROUPS, topic) then found[1] = topic end
+  for _, p in ipairs(redis.call('SMEMBERS', WILDCARDS)) do
+    if matches(p, topic) then found[#found + 1] = p end
   end
+  route = table.concat(found, ' ')
   if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
   redis.call('HSET', ROUTES, topic, route)
 end
@@ -256,7 +276,8 @@ if failed(r) then
   created = 0
 end
 redis.call('XGROUP', 'CREATECONSUMER', stream, group, consumer)
-if redis.call('ZADD', GROUPS, 'GT', deadline, pattern) == 1 then redis.call('DEL', ROUTES) end
+if redis.call('ZADD', GROUPS, 'GT', deadline, pattern) == 1 then routes_changed(pattern) end
+if wildcard(pattern) and redis.call('SADD', WILDCARDS, pattern) == 1 then redis.call('DEL', ROUTES) end
 redis.call('HSET', DEADLINES, pattern .. ' ' .. group, deadline)
 redis.call('HSET', members_key(pattern, group), consumer, alive)
 local backlog = 0
