@@ -39,6 +39,9 @@ logger = logging.getLogger("amb")
 #: What aiokafka raises when a rebalance overtakes a member taking its partitions.
 _REBALANCED = (CommitFailedError, IllegalStateError, ConsumerStoppedError)
 
+#: Seconds a leaving member waits to read its committed offsets back (see `_stamp_positions`).
+_STAMP_TIMEOUT = 5.0
+
 #: Wildcard group members of this process, so a topic created here is discovered at once.
 _wildcard_members: weakref.WeakSet[GroupMember] = weakref.WeakSet()
 
@@ -390,11 +393,17 @@ class GroupMember:
         consumer = self._consumer
         if consumer is None:
             return
-        for tp in list(self._trackers):
-            if tp not in self._to_commit:
-                committed = await consumer.committed(tp)
-                if committed is not None and tp not in self._to_commit:
-                    self._to_commit[tp] = committed
+        quiet = [tp for tp in self._trackers if tp not in self._to_commit]
+        if not quiet:
+            return
+        # Bounded: a member leaving during an outage must not wait for the broker here.
+        with contextlib.suppress(asyncio.TimeoutError):
+            committed = await asyncio.wait_for(
+                asyncio.gather(*(consumer.committed(tp) for tp in quiet)), _STAMP_TIMEOUT
+            )
+            for tp, offset in zip(quiet, committed, strict=True):
+                if offset is not None and tp not in self._to_commit:
+                    self._to_commit[tp] = offset
 
     def stop_reading(self) -> None:
         """No record reaches the subscription after this."""
