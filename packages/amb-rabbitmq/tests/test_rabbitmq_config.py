@@ -24,8 +24,9 @@ def test_the_amqp_schemes_resolve_to_this_adapter(url: str) -> None:
     assert bus.capabilities.redelivers_failed
 
 
-def test_the_seed_import_path_works() -> None:
-    from amb_core.adapters.rabbitmq_broker import RabbitMQBroker as FromSeed
+def test_the_seed_import_path_works_and_names_the_new_one() -> None:
+    with pytest.warns(DeprecationWarning, match="use `from amb_rabbitmq import RabbitMQBroker`"):
+        from amb_core.adapters.rabbitmq_broker import RabbitMQBroker as FromSeed
 
     assert FromSeed is RabbitMQBroker
 

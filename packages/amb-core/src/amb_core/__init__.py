@@ -36,6 +36,8 @@ try:
     __version__ = version("amb-core")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
+__author__ = "AMB developers"
+__license__ = "MIT"
 
 __all__ = [
     "AMBError",
@@ -61,5 +63,7 @@ __all__ = [
     "Policy",
     "RequestTimeoutError",
     "Subscription",
+    "__author__",
+    "__license__",
     "__version__",
 ]

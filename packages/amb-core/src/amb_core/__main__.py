@@ -1,23 +1,22 @@
-"""The ``amb`` command: ``amb demo`` (or ``python -m amb_core demo``)."""
+"""The ``amb`` command (also ``python -m amb_core``): ``amb pub``, ``amb sub``, ``amb request``,
+``amb groups``, ``amb demo``; ``amb COMMAND --help`` for each."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-
 from amb_core import __version__
-from amb_core.demo import run_demo
+from amb_core.cli import demo, groups, pub, request, sub
+from amb_core.cli.options import build_parser
+from amb_core.cli.running import run
+
+#: The subcommands, in the order ``amb --help`` lists them: each a module of `amb_core.cli`
+#: with a ``register(commands)`` function (see `amb_core.cli`). A new one is one import and one
+#: entry here.
+COMMANDS = (pub, sub, request, groups, demo)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="amb", description="AMB, the Agent Message Bus")
-    parser.add_argument("--version", action="version", version=f"amb-core {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="agents exchanging signals and a verification request")
-    demo.add_argument("--url", default="memory://demo", help="broker URL (default: in memory)")
-    arguments = parser.parse_args(argv)
-    if arguments.command == "demo":
-        asyncio.run(run_demo(arguments.url))
+    arguments = build_parser(__version__, COMMANDS).parse_args(argv)
+    raise SystemExit(run(arguments))
 
 
 if __name__ == "__main__":

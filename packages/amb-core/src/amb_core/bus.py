@@ -45,7 +45,7 @@ class _State(Enum):
 class MessageBus:
     """Publish, subscribe and request over one broker adapter (the in-memory broker by default).
 
-    Use it as ``async with MessageBus() as bus:``, or call `connect` and `disconnect` yourself.
+    Use it as ``async with MessageBus() as bus:``, or call `connect` and `close` yourself.
     """
 
     def __init__(
@@ -158,6 +158,13 @@ class MessageBus:
         finally:
             self._state = _State.CLOSED
             await self._adapter.disconnect()
+
+    async def close(self) -> None:
+        """Close the bus, as `disconnect` does: what ``async with`` calls on the way out."""
+        await self.disconnect()
+
+    #: For `contextlib.aclosing` and code that closes async resources by their ``aclose``.
+    aclose = close
 
     async def _detach(self, subscription: Subscription) -> None:
         try:
@@ -314,7 +321,7 @@ class MessageBus:
         if group is not None:
             validate_group(group)
         if not callable(handler):
-            raise TypeError(f"handler must be an async function taking a Message, not {handler!r}")
+            raise TypeError(f"handler must be a function taking a Message (async or not), not {handler!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, not {concurrency!r}")
         subscription = Subscription(

@@ -25,7 +25,10 @@ from amb_core.wire import decode, log_invalid
 
 logger = logging.getLogger("amb")
 
-MessageHandler = Callable[[Message], Awaitable[Any]]
+#: What `MessageBus.subscribe` calls with each message: an ``async def`` function (the norm), or a
+#: plain function returning None, which runs on the event loop (so it must not block). Any
+#: object with such a ``__call__`` works too.
+MessageHandler = Callable[[Message], "Awaitable[object] | None"]
 _Entry = tuple[Message, "Delivery | None"]
 #: How much of a handler's exception a dead letter keeps as its reason.
 _MAX_REASON = 1000
@@ -84,7 +87,8 @@ class Subscription:
         self.concurrency = concurrency
         #: Handler calls a grouped message gets before it is dead-lettered.
         self.max_attempts = max_attempts
-        self._handler = handler
+        # Typed loosely here: which of the two kinds it is was decided once, just below.
+        self._handler: Callable[[Message], Any] = handler
         # Decided once here, not per message: a coroutine function, or an object whose __call__ is one.
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
@@ -140,8 +144,7 @@ class Subscription:
         except InvalidMessageError as error:
             self.reject(source, error, delivery)
             return None
-        if self._queued < self._maxsize:
-            self._push(message, delivery)
+        if self.offer(message, delivery):
             return None
         return self.deliver(message, delivery)
 
@@ -168,9 +171,21 @@ class Subscription:
     def offer(self, message: Message, delivery: Delivery | None = None) -> bool:
         """Queue ``message`` if there is room and return True; return False when the queue is
         full (or the subscription closed): then await `deliver`."""
+        # Every message goes in here: the in-memory broker's publish calls it directly.
         if self._queued >= self._maxsize:
             return False
-        self._push(message, delivery)
+        level = self._levels[~message.priority]
+        if level is None:
+            level = self._levels[~message.priority] = deque()
+        level.append((message, delivery))
+        self._queued += 1
+        if self._running < self.concurrency:
+            self._running += 1
+            tasks = self._tasks
+            if tasks is None:
+                tasks = self._tasks = set()
+            # The task is referenced here until it ends (asyncio keeps only weak references).
+            tasks.add(self._loop.create_task(self._work()))
         return True
 
     async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
@@ -188,23 +203,9 @@ class Subscription:
                 if not waiter.done():
                     waiter.cancel()
         if not self._closed:
-            self._push(message, delivery)
+            self.offer(message, delivery)  # there is room now
         elif delivery is not None:
             await _settle(delivery.release(), "release", message.id)
-
-    def _push(self, message: Message, delivery: Delivery | None) -> None:
-        level = self._levels[~message.priority]
-        if level is None:
-            level = self._levels[~message.priority] = deque()
-        level.append((message, delivery))
-        self._queued += 1
-        if self._running < self.concurrency:
-            self._running += 1
-            tasks = self._tasks
-            if tasks is None:
-                tasks = self._tasks = set()
-            # The task is referenced here until it ends (asyncio keeps only weak references).
-            tasks.add(self._loop.create_task(self._work()))
 
     # -- handling ----------------------------------------------------------------------------
 

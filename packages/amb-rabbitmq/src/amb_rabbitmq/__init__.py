@@ -5,7 +5,8 @@
     async with MessageBus.from_url("amqp://guest:guest@localhost/") as bus:
         ...
 
-``from amb_core.adapters.rabbitmq_broker import RabbitMQBroker`` (the seed's import path) also works.
+``from amb_core.adapters.rabbitmq_broker import RabbitMQBroker`` (the seed's import path) still works,
+with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,29 @@
-"""`KafkaBroker`, re-exported from the `amb-kafka` distribution (`pip install amb-kafka`)."""
+"""amb-core 0.1.0's ``amb_core.adapters.kafka_broker``, deprecated: ``from amb_kafka import KafkaBroker``
+(``pip install amb-kafka``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from amb_core.adapters import import_adapter
+from amb_core.deprecated import moved
 
 if TYPE_CHECKING:
-    from amb_kafka import KafkaBroker
+    from amb_core.adapter import BrokerAdapter as BrokerAdapter
+    from amb_core.message import Message as Message
+    from amb_core.subscription import MessageHandler as MessageHandler
+    from amb_kafka import KafkaBroker as KafkaBroker
 else:
-    KafkaBroker = import_adapter("amb_kafka", "amb-kafka", "kafka").KafkaBroker
+    # The others too: 0.1.0's module imported them, so they could be imported from it.
+    __getattr__ = moved(
+        __name__,
+        {
+            "KafkaBroker": "amb_kafka",
+            "BrokerAdapter": "amb_core",
+            "MessageHandler": "amb_core",
+            "Message": "amb_core",
+        },
+        import_adapter,
+    )
 
 __all__ = ["KafkaBroker"]

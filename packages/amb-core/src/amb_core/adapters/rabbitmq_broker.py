@@ -1,14 +1,29 @@
-"""`RabbitMQBroker`, re-exported from the `amb-rabbitmq` distribution (`pip install amb-rabbitmq`)."""
+"""amb-core 0.1.0's ``amb_core.adapters.rabbitmq_broker``, deprecated: ``from amb_rabbitmq import RabbitMQBroker``
+(``pip install amb-rabbitmq``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from amb_core.adapters import import_adapter
+from amb_core.deprecated import moved
 
 if TYPE_CHECKING:
-    from amb_rabbitmq import RabbitMQBroker
+    from amb_core.adapter import BrokerAdapter as BrokerAdapter
+    from amb_core.message import Message as Message
+    from amb_core.subscription import MessageHandler as MessageHandler
+    from amb_rabbitmq import RabbitMQBroker as RabbitMQBroker
 else:
-    RabbitMQBroker = import_adapter("amb_rabbitmq", "amb-rabbitmq", "rabbitmq").RabbitMQBroker
+    # The others too: 0.1.0's module imported them, so they could be imported from it.
+    __getattr__ = moved(
+        __name__,
+        {
+            "RabbitMQBroker": "amb_rabbitmq",
+            "BrokerAdapter": "amb_core",
+            "MessageHandler": "amb_core",
+            "Message": "amb_core",
+        },
+        import_adapter,
+    )
 
 __all__ = ["RabbitMQBroker"]

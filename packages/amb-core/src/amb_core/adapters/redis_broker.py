@@ -1,14 +1,29 @@
-"""`RedisBroker`, re-exported from the `amb-redis` distribution (`pip install amb-redis`)."""
+"""amb-core 0.1.0's ``amb_core.adapters.redis_broker``, deprecated: ``from amb_redis import RedisBroker``
+(``pip install amb-redis``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from amb_core.adapters import import_adapter
+from amb_core.deprecated import moved
 
 if TYPE_CHECKING:
-    from amb_redis import RedisBroker
+    from amb_core.adapter import BrokerAdapter as BrokerAdapter
+    from amb_core.message import Message as Message
+    from amb_core.subscription import MessageHandler as MessageHandler
+    from amb_redis import RedisBroker as RedisBroker
 else:
-    RedisBroker = import_adapter("amb_redis", "amb-redis", "redis").RedisBroker
+    # The others too: 0.1.0's module imported them, so they could be imported from it.
+    __getattr__ = moved(
+        __name__,
+        {
+            "RedisBroker": "amb_redis",
+            "BrokerAdapter": "amb_core",
+            "MessageHandler": "amb_core",
+            "Message": "amb_core",
+        },
+        import_adapter,
+    )
 
 __all__ = ["RedisBroker"]

@@ -1,0 +1,253 @@
+"""The ``amb`` command end to end on the broker under test: each command is its own process
+(``python -m amb_core``, what the ``amb`` script runs), publishing in one and subscribing in
+another, with the URL taken from ``AMB_URL``. Deselected for the in-memory broker, which two
+processes cannot share (amb-core's tests/test_cli.py covers ``memory://``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from broker_config import config_for
+
+from amb_core import Message, MessageBus
+from conftest import SCHEME, URL, WAIT, Received, eventually
+
+pytestmark = [pytest.mark.anyio, pytest.mark.network]
+
+AMB = [sys.executable, "-m", "amb_core"]
+#: Ctrl-C must end a command within this (issue 15; amb_core.cli.running.GRACE is the backstop).
+INTERRUPT_WITHIN = 1.0
+
+
+class Command:
+    """One ``amb`` process, its output read line by line as it comes."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def line(self, stream: str = "stdout") -> str:
+        reader = self.process.stdout if stream == "stdout" else self.process.stderr
+        assert reader is not None
+        with anyio.fail_after(WAIT):
+            return (await reader.readline()).decode()
+
+    async def subscribed(self) -> None:
+        """Wait for the status line that says the subscription is in place."""
+        line = await self.line("stderr")
+        assert "subscribed to" in line, line
+
+    async def finish(self, stdin: bytes | None = None) -> tuple[int, str, str]:
+        with anyio.fail_after(WAIT):
+            out, err = await self.process.communicate(stdin)
+        assert self.process.returncode is not None
+        return self.process.returncode, out.decode(), err.decode()
+
+    async def interrupt(self) -> tuple[int, str, float]:
+        """Ctrl-C: the exit code, what stderr still said, and how long the exit took."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGINT)
+        code, _, err = await self.finish()
+        return code, err, time.monotonic() - started
+
+
+@contextlib.asynccontextmanager
+async def amb(*args: str, url: str = URL, stdin: bool = False) -> AsyncIterator[Command]:
+    process = await asyncio.create_subprocess_exec(
+        *AMB,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "AMB_URL": url},
+    )
+    try:
+        yield Command(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def run_amb(*args: str, url: str = URL, stdin: bytes | None = None) -> tuple[int, str, str]:
+    async with amb(*args, url=url, stdin=stdin is not None) as command:
+        return await command.finish(stdin)
+
+
+async def test_pub_reaches_sub_in_another_process(topic: str) -> None:
+    async with amb("sub", f"{topic}.#", "--json", "--count", "4") as sub:
+        await sub.subscribed()
+        code, out, err = await run_amb(
+            "pub", f"{topic}.a", '{"n": 1}', "--priority", "high", "--sender", "cli", "--ttl", "60"
+        )
+        assert (code, err) == (0, "")
+        [published_id] = out.split()
+        code, out, err = await run_amb("pub", f"{topic}.b", "-", stdin=b'{"n": 2}\n\n{"n": 3}\n')
+        assert (code, err) == (0, "") and len(out.split()) == 2
+        assert (await run_amb("pub", f"{topic}.c", "--confirm"))[0] == 0
+        code, out, err = await sub.finish()
+    assert (code, err.strip()) == (0, "")
+    # Sorted by topic, publish order kept within one: brokers order each topic on its own
+    # (Kafka finds a pattern's new topics one by one).
+    messages = sorted((json.loads(line) for line in out.splitlines()), key=lambda m: str(m["topic"]))
+    assert [(m["topic"], m["payload"]) for m in messages] == [
+        (f"{topic}.a", {"n": 1}),
+        (f"{topic}.b", {"n": 2}),
+        (f"{topic}.b", {"n": 3}),
+        (f"{topic}.c", {}),
+    ]
+    first = messages[0]
+    assert (first["id"], first["priority"], first["sender"], first["ttl"]) == (
+        published_id,
+        "HIGH",
+        "cli",
+        60,
+    )
+
+
+async def test_sub_prints_a_readable_line_per_message(topic: str) -> None:
+    async with amb("sub", topic, "--count", "1") as sub:
+        await sub.subscribed()
+        assert (await run_amb("pub", topic, '{"thought": "hello"}', "--sender", "agent-1"))[0] == 0
+        code, out, _ = await sub.finish()
+    assert code == 0
+    assert out.endswith(f' {topic} from agent-1 {{"thought": "hello"}}\n'), out
+
+
+async def test_a_group_shares_the_messages_between_processes(topic: str) -> None:
+    async with (
+        amb("sub", topic, "--group", "workers", "--json") as one,
+        amb("sub", topic, "--group", "workers", "--json") as two,
+    ):
+        await one.subscribed()
+        await two.subscribed()
+        code, out, _ = await run_amb("pub", topic, '{"job": 1}', "--count", "6", "--confirm")
+        assert code == 0
+        published = set(out.split())
+        seen: list[str] = []
+        all_seen = anyio.Event()
+
+        async def collect(member: Command) -> None:
+            while line := await member.line():
+                seen.append(json.loads(line)["id"])
+                if len(seen) >= len(published):
+                    all_seen.set()
+
+        with anyio.move_on_after(WAIT):
+            async with anyio.create_task_group() as group:
+                group.start_soon(collect, one)
+                group.start_soon(collect, two)
+                await all_seen.wait()
+                group.cancel_scope.cancel()
+        for member in (one, two):
+            code, err, _ = await member.interrupt()
+            assert code == 0 and "Traceback" not in err
+    assert sorted(seen) == sorted(published), "each message once, to one member"
+
+
+async def test_request_prints_the_reply_and_times_out_with_exit_code_3(topic: str) -> None:
+    async with MessageBus.from_url(URL) as responder:
+
+        async def answer(request: Message) -> None:
+            await responder.reply(request, {"approved": request.payload["action"] != "delete_file"})
+
+        await responder.subscribe(topic, answer)
+        code, out, err = await run_amb("request", topic, '{"action": "write_file"}', "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["payload"] == {"approved": True}
+
+    code, out, err = await run_amb("request", f"{topic}.nobody", "--timeout", "0.5")
+    assert code == 3 and out == ""
+    assert err == f"amb request: no reply to the request on '{topic}.nobody' within 0.5 s\n"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", [["pub", "agent.thinking"], ["sub", "agent.#"], ["request", "agent.ask"]])
+async def test_a_broker_that_is_not_there_is_exit_code_2_and_one_line(command: list[str]) -> None:
+    config = config_for(SCHEME)
+    nowhere = config.url_at(URL, "127.0.0.1", _closed_port())
+    nowhere = config.with_bad_password(nowhere, "s3cret-pw") or nowhere
+    code, out, err = await run_amb(*command, url=nowhere)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"amb {command[0]}: "), err
+    assert "s3cret-pw" not in err
+
+
+@pytest.mark.parametrize("group", [None, "watchers"], ids=["ungrouped", "group"])
+async def test_ctrl_c_ends_sub_within_a_second_without_a_traceback(topic: str, group: str | None) -> None:
+    async with amb("sub", topic, *(["--group", group] if group else [])) as sub:
+        await sub.subscribed()
+        code, err, took = await sub.interrupt()
+    assert code == 0
+    assert err == ""
+    assert took < INTERRUPT_WITHIN, f"took {took:.2f} s"
+
+
+async def test_sub_count_in_a_group_leaves_the_rest_to_the_group(topic: str) -> None:
+    async with amb("sub", topic, "--group", "workers", "--count", "1", "--json") as first:
+        await first.subscribed()
+        code, _, _ = await run_amb("pub", topic, "-", "--confirm", stdin=b'{"n": 1}\n{"n": 2}\n{"n": 3}\n')
+        assert code == 0
+        code, taken, _ = await first.finish()
+    assert code == 0 and len(taken.splitlines()) == 1
+    async with amb("sub", topic, "--group", "workers", "--count", "2", "--json") as second:
+        code, rest, _ = await second.finish()
+    assert code == 0
+    got = [json.loads(line)["payload"]["n"] for line in [*taken.splitlines(), *rest.splitlines()]]
+    assert sorted(got) == [1, 2, 3]
+
+
+async def test_pub_key_travels_with_the_message(topic: str) -> None:
+    async with amb("sub", topic, "--json", "--count", "1") as sub:
+        await sub.subscribed()
+        assert (await run_amb("pub", topic, '{"n": 1}', "--key", "customer-42"))[0] == 0
+        code, out, _ = await sub.finish()
+    assert code == 0
+    assert json.loads(out)["key"] == "customer-42"
+
+
+async def test_groups_list_purge_and_delete_from_the_command_line(topic: str) -> None:
+    async with MessageBus.from_url(URL) as bus:
+        member = await bus.subscribe(topic, Received(), group="workers")
+        code, out, err = await run_amb("groups", "delete", "workers", topic)
+        assert (code, out) == (1, "") and err.count("\n") == 1, err  # GroupInUseError: members run
+        await bus.unsubscribe(member)
+        for n in range(3):
+            await bus.publish(topic, {"n": n}, wait_for_confirmation=True)
+
+        async def waiting() -> bool:
+            return any(
+                (info.group, info.pattern, info.backlog) == ("workers", topic, 3)
+                for info in await bus.list_groups()
+            )
+
+        await eventually(waiting, "listed with 3 messages waiting")
+    code, out, _ = await run_amb("groups", "list", "--json")
+    assert code == 0
+    assert {"group": "workers", "pattern": topic, "members": 0, "backlog": 3} in [
+        json.loads(line) for line in out.splitlines()
+    ]
+    code, out, _ = await run_amb("groups", "list")
+    assert code == 0 and out.startswith("GROUP")
+    assert [line.split() for line in out.splitlines() if topic in line] == [["workers", topic, "0", "3"]]
+    assert await run_amb("groups", "purge", "workers", topic) == (
+        0,
+        "3\n",
+        f"amb groups purge: dropped 3 messages waiting for group workers on {topic}\n",
+    )
+    assert (await run_amb("groups", "delete", "workers", topic))[:2] == (0, "")
+    assert (await run_amb("groups", "delete", "workers", topic))[0] == 1
