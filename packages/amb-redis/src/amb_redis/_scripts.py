@@ -205,10 +205,11 @@ end
 """
 
 # ARGV: topic, data. Returns how many subscriptions can receive it: Pub/Sub receivers plus
-# group streams. Routes (topic -> patterns that have groups) are cached in a hash. Finding one
-# looks the topic up among exact patterns and matches it against the wildcard ones only, so
-# thousands of groups on their own topics cost a lookup; an exact pattern coming or going
-# drops only its topic's route, a wildcard one every route. A stream longer than MAXLEN is trimmed of what its
+# group streams. A route (topic -> patterns that have groups) is the topic looked up among
+# exact patterns plus a match against each wildcard one, so thousands of groups on their own
+# topics cost a lookup. While wildcard groups exist, routes are cached in a hash (an exact
+# pattern coming or going drops only its topic's route, a wildcard one every route); without
+# them nothing is cached, so a publish writes nothing but its stream entries. A stream longer than MAXLEN is trimmed of what its
 # groups acknowledged; if its backlog is still longer, the entry is added all the same (never
 # dropped) and the reply is the error "AMBFULL <count> <patterns>", on which publishers wait.
 _PUBLISH = """
@@ -218,12 +219,17 @@ local route = redis.call('HGET', ROUTES, topic)
 if not route then
   local found = {{}}
   if redis.call('ZSCORE', GROUPS, topic) then found[1] = topic end
-  for _, p in ipairs(redis.call('SMEMBERS', WILDCARDS)) do
+  local wildcards = redis.call('SMEMBERS', WILDCARDS)
+  for _, p in ipairs(wildcards) do
     if matches(p, topic) then found[#found + 1] = p end
   end
   route = table.concat(found, ' ')
-  if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
-  redis.call('HSET', ROUTES, topic, route)
+  -- Without wildcard groups the lookup above is as cheap as the cache, and not writing keeps
+  -- a publish free of the append-only file's fsync (appendfsync always).
+  if #wildcards > 0 then
+    if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
+    redis.call('HSET', ROUTES, topic, route)
+  end
 end
 local full = nil
 if route ~= '' then
