@@ -95,9 +95,15 @@ class _Group:
         return members[hash(key) % len(members)]
 
     def offer(self, message: Message) -> bool:
-        if self.backlog or not self.members:
+        members = self.members
+        if self.backlog or not members:
             return self._keep(message, None)
-        return self._member_for(message).offer(message, _GroupDelivery(self, message))
+        # `_member_for`, inline: this is every grouped message's path in memory.
+        key = message.key
+        member = (
+            members[next(self._turn) % len(members)] if key is None else members[hash(key) % len(members)]
+        )
+        return member.offer(message, _GroupDelivery(self, message))
 
     async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
         if self.backlog or not self.members:
