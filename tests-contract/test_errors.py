@@ -98,7 +98,7 @@ async def test_a_failing_handler_is_logged_and_the_subscription_goes_on(
 
     await bus.subscribe(topic, flaky)
     for n in range(3):
-        await bus.publish(topic, {"n": n})
+        await bus.publish(topic, {"n": n}, key=topic)
     await got.wait_for(2)
     assert got.payloads == [{"n": 1}, {"n": 2}]
     failures = [r for r in caplog.records if r.name.startswith("amb") and r.levelno == logging.ERROR]
@@ -120,15 +120,15 @@ async def test_a_failed_grouped_message_is_redelivered_if_the_adapter_says_so(
         await got(message)
 
     await bus.subscribe(topic, fails_first_time, group="workers")
-    await bus.publish(topic, {"n": 0})
-    await bus.publish(topic, {"n": 1})
+    await bus.publish(topic, {"n": 0}, key=topic)
+    await bus.publish(topic, {"n": 1}, key=topic)
     if bus.capabilities.redelivers_failed:
         await got.wait_for(2)
         assert sorted(p["n"] for p in got.payloads) == [0, 1]
         assert attempts[0] == 2
     else:
         await got.wait_for(1)
-        await bus.publish(topic, {"n": 2})
+        await bus.publish(topic, {"n": 2}, key=topic)
         await got.wait_for(2)
         assert got.payloads == [{"n": 1}, {"n": 2}]
         assert attempts[0] == 1

@@ -60,7 +60,7 @@ async def test_the_bus_recovers_from_a_broker_restart(
     await _publish_until_delivered(publisher, topic, got, group_got)
 
     for n in range(20):
-        await publisher.publish(topic, {"after": n}, wait_for_confirmation=True)
+        await publisher.publish(topic, {"after": n}, wait_for_confirmation=True, key=topic)
     # A probe confirmed while a durable group was still reconnecting may reach it after these;
     # it is not lost, so it is left out rather than counted.
     assert await _afters(got, 20) == list(range(20))

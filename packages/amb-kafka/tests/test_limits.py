@@ -108,13 +108,14 @@ async def test_a_batch_the_broker_refuses_anyway_does_not_spoil_the_producer(
     publisher, subscriber = await make_bus(), await make_bus()
     got = Received()
     await subscriber.subscribe(topic, got)
-    await publisher.publish(topic, {"n": -1}, wait_for_confirmation=True)
+    # One key, so that the order checked below is promised (keyless records spread over partitions).
+    await publisher.publish(topic, {"n": -1}, wait_for_confirmation=True, key="k")
     await _lower_limit(admin, topic, 10_000)
     with anyio.fail_after(WAIT), pytest.raises(MessageTooLargeError):
         while True:  # until the broker enforces the new limit (see the next test)
-            await publisher.publish(topic, {"s": "x" * 50_000}, wait_for_confirmation=True)
+            await publisher.publish(topic, {"s": "x" * 50_000}, wait_for_confirmation=True, key="k")
     for n in range(10):
-        await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
+        await publisher.publish(topic, {"n": n}, wait_for_confirmation=True, key="k")
     with anyio.fail_after(WAIT):
         while [p["n"] for p in got.payloads if "n" in p] != list(range(-1, 10)):
             await got.wait_for(len(got.messages) + 1)

@@ -16,11 +16,13 @@ topic (Kafka's topic retention governs them); the group's place in them is what 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka import errors as kafka_errors
 from aiokafka.protocol.admin import DeleteGroupsRequest  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
@@ -32,6 +34,14 @@ from amb_kafka.naming import group_id
 
 logger = logging.getLogger("amb")
 
+#: Seconds to wait for the broker to have a coordinator for a group (see `Groups._described`).
+COORDINATOR_WAIT = 30.0
+_COORDINATOR_NOT_READY = (
+    kafka_errors.GroupCoordinatorNotAvailableError,
+    kafka_errors.CoordinatorLoadInProgressError,
+    kafka_errors.NotCoordinatorForGroupError,
+)
+
 _MARK = "amb"
 _GROUP_ID_NOT_FOUND = 69
 _NON_EMPTY_GROUP = 68
@@ -40,7 +50,9 @@ _NO_ERROR = 0
 
 def stamp(group_expiry: float) -> str:
     """The metadata of a commit by an AMB member: when, and the group's ``group_expiry``."""
-    return f"{_MARK} {time.time():.0f} {group_expiry:g}"
+    # Milliseconds: rounded to the second, a stamp could lie up to half a second in the future,
+    # and a group_expiry under a second would then not have passed when it should.
+    return f"{_MARK} {time.time():.3f} {group_expiry:g}"
 
 
 def stamped(offsets: dict[TopicPartition, int], group_expiry: float) -> dict[TopicPartition, Any]:
@@ -161,14 +173,31 @@ class Groups:
     async def _state(self, consumer_group: str) -> tuple[int | None, dict[TopicPartition, Any]]:
         """(members, committed offsets); members None when there is no such group."""
         with self._boundary(f"describing group {consumer_group!r}"):
-            [response] = await self._admin.describe_consumer_groups([consumer_group])
-            offsets = await self._admin.list_consumer_group_offsets(consumer_group)
+            response, offsets = await self._described(consumer_group)
         for described in response.groups:
             state, members = described[2], described[5]
             if state == "Dead" and not offsets:
                 return None, {}
             return len(members), {tp: committed for tp, committed in offsets.items() if committed.offset >= 0}
         return None, {}
+
+    async def _described(self, consumer_group: str) -> tuple[Any, dict[TopicPartition, Any]]:
+        """The group's description and committed offsets. A broker that has no coordinator for
+        the group yet (a fresh broker creates its offsets topic at the first group) is asked
+        again for up to `COORDINATOR_WAIT` seconds, as a consumer joining the group would be."""
+        deadline = time.monotonic() + COORDINATOR_WAIT
+        pause = 0.1
+        while True:
+            try:
+                [response] = await self._admin.describe_consumer_groups([consumer_group])
+                offsets = await self._admin.list_consumer_group_offsets(consumer_group)
+            except _COORDINATOR_NOT_READY:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            return response, offsets
 
     async def _look(self, consumer_group: str, group: str, pattern: str, *, expire: bool) -> GroupInfo | None:
         members, offsets = await self._state(consumer_group)
