@@ -555,6 +555,11 @@ class MessageBus:
         )
         return await run() if self._chain is None else await self._chain.call(Call("gather", topic), run)
 
+    def _inbox_if_open(self) -> ReplyInbox | None:
+        """The inbox if it is open and the bus usable; else None (then await
+        `_inbox_for_requests`): one coroutine less where a stream starts."""
+        return self._inbox if self._state is _OPEN else None
+
     async def _inbox_for_requests(self) -> ReplyInbox:
         """The inbox, opened at the first request; raises if the bus is not usable."""
         if self._state is not _State.OPEN and self._state is not _State.CLOSING:

@@ -160,7 +160,7 @@ async def request_stream(
     key: str | None = None,
 ) -> AsyncIterator[Message]:
     """What `MessageBus.request_stream` returns (see there)."""
-    inbox = await bus._inbox_for_requests()
+    inbox = bus._inbox_if_open() or await bus._inbox_for_requests()
     request = bus._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata, key)
     correlation_id = request.id
     chunks = _Chunks(inbox, correlation_id, topic, timeout)
@@ -264,7 +264,7 @@ class ReplyStream:
     async def __aenter__(self) -> ReplyStream:
         # The inbox receives the requester's cancellation: it must be open before any chunk
         # names it.
-        self._inbox = await self._bus._inbox_for_requests()
+        self._inbox = self._bus._inbox_if_open() or await self._bus._inbox_for_requests()
         self._inbox.sending(self._request.correlation_id or "", self)
         return self
 
