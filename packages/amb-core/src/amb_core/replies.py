@@ -165,7 +165,8 @@ class ReplyInbox(Subscription):
     def _compact(self) -> None:
         watched = self._watched
         entries = [(waiting.deadline, key) for key, waiting in self._waiting.items()]
-        entries += [entry for entry in self._deadlines if entry[1] in watched]
+        if watched:  # plain requests (the hot path) pay nothing for streams
+            entries += [entry for entry in self._deadlines if entry[1] in watched]
         heapify(entries)
         self._deadlines = entries
 
