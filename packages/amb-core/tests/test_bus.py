@@ -10,7 +10,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from amb_core import BusClosedError, InMemoryBroker, Message, MessageBus, RequestTimeoutError
+from amb_core import (
+    BusClosedError,
+    InMemoryBroker,
+    Message,
+    MessageBus,
+    NoRespondersError,
+    RequestTimeoutError,
+)
 from amb_core.testing import Recorder
 
 pytestmark = pytest.mark.anyio
@@ -206,6 +213,43 @@ async def test_a_timeout_still_fires_after_many_answered_requests() -> None:
         with pytest.raises(RequestTimeoutError):
             await bus.request("nobody.answers", {}, timeout=0.05)
         assert (await bus.request("echo", {"n": -1}, timeout=30)).payload == {"n": -1}
+
+
+async def test_stream_timeouts_on_the_inbox_timer_survive_many_finished_streams_and_requests() -> None:
+    async with MessageBus() as bus:
+
+        async def two(message: Message) -> None:
+            async with bus.reply_stream(message) as stream:
+                await stream.send({"n": 0})
+                await stream.send({"n": 1})
+
+        done = anyio.Event()
+
+        async def one_then_silence(message: Message) -> None:
+            async with bus.reply_stream(message) as stream:
+                await stream.send({"n": 0})
+                await done.wait()
+
+        await bus.subscribe("two", two, concurrency=4)
+        await bus.subscribe("silent", one_then_silence)
+        await bus.subscribe("nobody.answers", _never_answers, concurrency=200)
+        async with anyio.create_task_group() as tasks:
+            for n in range(300):  # leaves finished streams' deadlines in the inbox's heap
+                assert len([chunk async for chunk in bus.request_stream("two", timeout=30)]) == 2
+                if n % 3 == 0:  # and compacts it among requests' deadlines
+                    tasks.start_soon(_times_out, bus)
+        got = []
+        with pytest.raises(RequestTimeoutError):
+            async for chunk in bus.request_stream("silent", timeout=0.05):
+                got.append(chunk.payload)
+        done.set()
+        assert got == [{"n": 0}]
+
+
+async def _times_out(bus: MessageBus) -> None:
+    with pytest.raises(RequestTimeoutError) as raised:
+        await bus.request("nobody.answers", {}, timeout=0.05)
+    assert not isinstance(raised.value, NoRespondersError)
 
 
 async def test_a_recorder_says_what_it_got_when_a_wait_runs_out() -> None:

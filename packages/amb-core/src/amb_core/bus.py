@@ -272,6 +272,23 @@ class MessageBus:
             await self._send(message, wait_for_confirmation)
         return message.id
 
+    def _publish_built(self, message: Message, confirm: bool) -> Coroutine[Any, Any, None]:
+        """What `publish` does once it has its envelope, for a message built by the caller (a
+        reply stream's chunks), to await. In memory without middleware, the adapter's own
+        coroutine: one coroutine less per chunk."""
+        if self._state is not _OPEN and self._state is not _CLOSING:
+            raise self._refuse()
+        if self._chain is not None:
+            return self._chain.publish(message, partial(self._transmit, confirm=confirm))
+        if self._link is None:
+            return self._adapter.publish(message, confirm=confirm)
+        return self._send(message, confirm)
+
+    def _check_topic(self, topic: str) -> None:
+        """Raise `InvalidTopicError` unless ``topic`` can be published to (cached, as in `publish`)."""
+        if topic not in self._valid_topics:
+            self._remember_topic(topic)
+
     async def _transmit(self, message: Message, confirm: bool) -> None:
         """What `publish` does with its message: the path middleware runs around."""
         if self._link is None:
@@ -537,6 +554,11 @@ class MessageBus:
             key=key,
         )
         return await run() if self._chain is None else await self._chain.call(Call("gather", topic), run)
+
+    def _inbox_if_open(self) -> ReplyInbox | None:
+        """The inbox if it is open and the bus usable; else None (then await
+        `_inbox_for_requests`): one coroutine less where a stream starts."""
+        return self._inbox if self._state is _OPEN else None
 
     async def _inbox_for_requests(self) -> ReplyInbox:
         """The inbox, opened at the first request; raises if the bus is not usable."""

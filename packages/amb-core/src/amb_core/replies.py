@@ -57,7 +57,7 @@ class ReplyInbox(Subscription):
     """The bus's private reply topic. Replies resolve their request at once, without queueing.
 
     Timeouts share one timer, armed for the earliest deadline: a timer per request cost more
-    than the rest of a request on the in-memory broker. Adapters may treat the inbox specially
+    than the rest of a request on the in-memory broker (reply streams watch theirs on it too). Adapters may treat the inbox specially
     (no acknowledgements, a broker resource that lives as long as the bus): `is_inbox` says so.
     """
 
@@ -70,6 +70,7 @@ class ReplyInbox(Subscription):
         "_timer",
         "_timer_at",
         "_waiting",
+        "_watched",
     )
     is_inbox = True
 
@@ -84,6 +85,8 @@ class ReplyInbox(Subscription):
         self._cancelled: set[str] = set()
         # (deadline, correlation id); entries of answered requests stay until popped or compacted.
         self._deadlines: list[tuple[float, str]] = []
+        #: What to call at the deadlines of `watch`, by correlation id.
+        self._watched: dict[str, Callable[[float], float | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
@@ -111,6 +114,17 @@ class ReplyInbox(Subscription):
 
     def stop_collecting(self, correlation_id: str) -> None:
         self._collectors.pop(correlation_id, None)
+        self._watched.pop(correlation_id, None)
+
+    def watch(self, correlation_id: str, deadline: float, expire: Callable[[float], float | None]) -> None:
+        """Call ``expire(now)`` at ``deadline`` (loop time), on the timer the requests share, until
+        it returns None (else it returns its next deadline) or `stop_collecting` is called."""
+        self._watched[correlation_id] = expire
+        if len(self._deadlines) > 2 * (len(self._waiting) + len(self._watched)) + 64:
+            self._compact()
+        heappush(self._deadlines, (deadline, correlation_id))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
 
     def sending(self, correlation_id: str, stream: Cancellable | None) -> None:
         """Register (or, with None, forget) a reply stream this bus sends, so that the
@@ -149,22 +163,36 @@ class ReplyInbox(Subscription):
         self._timer_at = deadline
 
     def _compact(self) -> None:
-        self._deadlines = [(waiting.deadline, key) for key, waiting in self._waiting.items()]
-        heapify(self._deadlines)
+        watched = self._watched
+        entries = [(waiting.deadline, key) for key, waiting in self._waiting.items()]
+        if watched:  # plain requests (the hot path) pay nothing for streams
+            entries += [entry for entry in self._deadlines if entry[1] in watched]
+        heapify(entries)
+        self._deadlines = entries
 
     def _expire_due(self) -> None:
         self._timer = None
         now = self._loop.time()
         deadlines = self._deadlines
+        watched = self._watched
         while deadlines and deadlines[0][0] <= now:
-            waiting = self._waiting.pop(heappop(deadlines)[1], None)
-            if waiting is not None and not waiting.future.done():
+            correlation_id = heappop(deadlines)[1]
+            waiting = self._waiting.pop(correlation_id, None)
+            if waiting is None:
+                expire = watched.get(correlation_id)
+                if expire is not None:
+                    later = expire(now)
+                    if later is None:
+                        del watched[correlation_id]
+                    else:
+                        heappush(deadlines, (later, correlation_id))  # later > now: popped next time
+            elif not waiting.future.done():
                 waiting.future.set_exception(
                     RequestTimeoutError(
                         f"no reply to the request on {waiting.topic!r} within {waiting.timeout} s"
                     )
                 )
-        while deadlines and deadlines[0][1] not in self._waiting:
+        while deadlines and deadlines[0][1] not in self._waiting and deadlines[0][1] not in watched:
             heappop(deadlines)
         if deadlines:
             self._arm(deadlines[0][0])
@@ -193,6 +221,12 @@ class ReplyInbox(Subscription):
             if stream is not None:
                 stream.cancel()
             return
+        # Collectors first: a stream's chunks are the marked answers that come by the thousand
+        # (a correlation id is never both collected and waited for).
+        collector = self._collectors.get(correlation_id)
+        if collector is not None:
+            collector.add(message)
+            return
         waiting = self._waiting.pop(correlation_id, None)
         if waiting is not None and not waiting.future.done():
             error = remote_error(message, waiting.topic)
@@ -200,10 +234,6 @@ class ReplyInbox(Subscription):
                 waiting.future.set_result(message)
             else:
                 waiting.future.set_exception(error)
-            return
-        collector = self._collectors.get(correlation_id)
-        if collector is not None:
-            collector.add(message)
             return
         if SEQ in metadata and END not in metadata and message.reply_to:
             # A chunk of a stream nobody listens to (any more): its responder should stop.
@@ -227,6 +257,7 @@ class ReplyInbox(Subscription):
         for collector in collectors.values():
             collector.fail(_closed())
         waiting, self._waiting = self._waiting, {}
+        self._watched.clear()
         self._deadlines.clear()
         if self._timer is not None:
             self._timer.cancel()
