@@ -30,6 +30,9 @@ from typing import Any
 import harness
 from impl_amb import AmbImpl, sdk_providers
 
+import amb_core
+import amb_opentelemetry
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = 5_000
 CALLS = 20_000
@@ -211,10 +214,15 @@ def main() -> None:
     info = harness.machine_info(["amb-core", "amb-opentelemetry", "opentelemetry-api", "opentelemetry-sdk"])
     command = "python benchmarks/otel_floor.py" + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
     text = markdown(costs, info, command)
+    # Where the measured packages came from (a run against another revision sets PYTHONPATH).
+    sources = {
+        module.__name__: str(Path(module.__file__ or "").parent) for module in (amb_core, amb_opentelemetry)
+    }
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     harness.write_json(
-        RESULTS / f"otel-floor-{stamp}.json", {"command": command, "machine": info, "us_per_message": costs}
+        RESULTS / f"otel-floor-{stamp}.json",
+        {"command": command, "machine": info, "sources": sources, "us_per_message": costs},
     )
     (RESULTS / "latest-otel-floor.md").write_text(text)
     print(text)
