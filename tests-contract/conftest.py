@@ -8,6 +8,7 @@ It imports only the public API, so a third-party adapter runs it by naming a URL
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -52,6 +53,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = WAIT) -> None:
+    """Return once ``check()`` is true, looking again every 0.1 s, for state that no event
+    announces (what a broker reports about a group); AssertionError after ``within`` s."""
+    deadline = anyio.current_time() + within
+    while not await check():
+        if anyio.current_time() > deadline:
+            raise AssertionError(f"still not {what} after {within} s")
+        await anyio.sleep(0.1)
+
+
+def readme_example() -> str:
+    """The first Python example of the top-level README, as written."""
+    code: str = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
+    return code
 
 
 @pytest.fixture

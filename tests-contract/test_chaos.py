@@ -39,7 +39,7 @@ from amb_core import (
 )
 from amb_core.payload import MAX_DEPTH
 from amb_core.testing import nested_payload
-from conftest import ROOT, SCHEME, URL, WAIT, BrokerProcess, BusFactory, Received
+from conftest import SCHEME, URL, WAIT, BrokerProcess, BusFactory, Received, readme_example
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
 
@@ -536,12 +536,6 @@ async def test_a_group_member_killed_mid_stream_leaves_nothing_behind(
 # -- the README example, over and over ------------------------------------------------------------
 
 
-def _readme_example() -> str:
-    readme = (ROOT / "README.md").read_text()
-    code: str = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
-    return code
-
-
 _RUN_EXAMPLE = """
 import asyncio, contextlib, io, logging, os, sys, uuid
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -558,7 +552,7 @@ def test_the_readme_example_runs_twenty_times_on_fresh_topics_without_a_tracebac
     runs = 20
     done = subprocess.run(
         [sys.executable, "-c", _RUN_EXAMPLE],
-        input=_readme_example(),
+        input=readme_example(),
         capture_output=True,
         text=True,
         env={**os.environ, "AMB_URL": URL, "AMB_RUNS": str(runs)},

@@ -20,7 +20,7 @@ import pytest
 from broker_config import config_for
 
 from amb_core import Message, MessageBus
-from conftest import SCHEME, URL, WAIT
+from conftest import SCHEME, URL, WAIT, Received, eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.network]
 
@@ -93,7 +93,10 @@ async def test_pub_reaches_sub_in_another_process(topic: str) -> None:
         )
         assert (code, err) == (0, "")
         [published_id] = out.split()
-        code, out, err = await run_amb("pub", f"{topic}.b", "-", stdin=b'{"n": 2}\n\n{"n": 3}\n')
+        # One key: Kafka keeps one publisher's order per key only (Capabilities.keyless_order).
+        code, out, err = await run_amb(
+            "pub", f"{topic}.b", "-", "--key", "batch", stdin=b'{"n": 2}\n\n{"n": 3}\n'
+        )
         assert (code, err) == (0, "") and len(out.split()) == 2
         assert (await run_amb("pub", f"{topic}.c", "--confirm"))[0] == 0
         code, out, err = await sub.finish()
@@ -250,3 +253,45 @@ async def test_sub_count_in_a_group_leaves_the_rest_to_the_group(topic: str) -> 
     assert code == 0
     got = [json.loads(line)["payload"]["n"] for line in [*taken.splitlines(), *rest.splitlines()]]
     assert sorted(got) == [1, 2, 3]
+
+
+async def test_pub_key_travels_with_the_message(topic: str) -> None:
+    async with amb("sub", topic, "--json", "--count", "1") as sub:
+        await sub.subscribed()
+        assert (await run_amb("pub", topic, '{"n": 1}', "--key", "customer-42"))[0] == 0
+        code, out, _ = await sub.finish()
+    assert code == 0
+    assert json.loads(out)["key"] == "customer-42"
+
+
+async def test_groups_list_purge_and_delete_from_the_command_line(topic: str) -> None:
+    async with MessageBus.from_url(URL) as bus:
+        member = await bus.subscribe(topic, Received(), group="workers")
+        code, out, err = await run_amb("groups", "delete", "workers", topic)
+        assert (code, out) == (1, "") and err.count("\n") == 1, err  # GroupInUseError: members run
+        await bus.unsubscribe(member)
+        for n in range(3):
+            await bus.publish(topic, {"n": n}, wait_for_confirmation=True)
+
+        async def waiting() -> bool:
+            return any(
+                (info.group, info.pattern, info.backlog) == ("workers", topic, 3)
+                for info in await bus.list_groups()
+            )
+
+        await eventually(waiting, "listed with 3 messages waiting")
+    code, out, _ = await run_amb("groups", "list", "--json")
+    assert code == 0
+    assert {"group": "workers", "pattern": topic, "members": 0, "backlog": 3} in [
+        json.loads(line) for line in out.splitlines()
+    ]
+    code, out, _ = await run_amb("groups", "list")
+    assert code == 0 and out.startswith("GROUP")
+    assert [line.split() for line in out.splitlines() if topic in line] == [["workers", topic, "0", "3"]]
+    assert await run_amb("groups", "purge", "workers", topic) == (
+        0,
+        "3\n",
+        f"amb groups purge: dropped 3 messages waiting for group workers on {topic}\n",
+    )
+    assert (await run_amb("groups", "delete", "workers", topic))[:2] == (0, "")
+    assert (await run_amb("groups", "delete", "workers", topic))[0] == 1

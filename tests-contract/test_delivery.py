@@ -1,4 +1,4 @@
-"""Round trip, readiness, fan-out, ordering, unsubscribe and patterns."""
+"""Round trip, readiness, fan-out, unsubscribe and patterns (ordering: test_keys.py)."""
 
 from __future__ import annotations
 
@@ -83,17 +83,6 @@ async def test_fan_out_reaches_every_subscription(
     for got in subscribers:
         await got.wait_for(5)
         assert sorted(p["n"] for p in got.payloads) == list(range(5))
-
-
-async def test_one_publishers_messages_arrive_in_order(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
-) -> None:
-    got = received()
-    await bus.subscribe(topic, got)
-    for n in range(100):
-        await bus.publish(topic, {"n": n})
-    await got.wait_for(100)
-    assert [p["n"] for p in got.payloads] == list(range(100))
 
 
 async def test_no_handler_call_after_unsubscribe(

@@ -3,6 +3,7 @@ Ctrl-C. tests-contract/test_cli.py runs it end to end on every real broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -12,11 +13,14 @@ import time
 
 import pytest
 
-from amb_core import registry
-from amb_core.__main__ import main
-from amb_core.cli.running import GRACE
+from amb_core import GroupInUseError, MessageBus, registry
+from amb_core.__main__ import COMMANDS, main
+from amb_core.cli.options import build_parser
+from amb_core.cli.running import _EXIT_CODES, GRACE, ExitCode
+from amb_core.testing import Recorder
 
 AMB = [sys.executable, "-m", "amb_core"]
+_EXIT_CODES_OF = dict(_EXIT_CODES)
 
 
 def amb(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -39,6 +43,11 @@ def amb(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
         (["pub", "agent.stuck", "--ttl", "-1"], "positive number of seconds"),
         (["sub", "agent.#.x#"], "invalid pattern"),
         (["sub", "agent.#", "--group", "a b"], "invalid group"),
+        (["pub", "agent.stuck", "--key", ""], "key must be 1 to 256 characters"),
+        (["groups"], "required: ACTION"),
+        (["groups", "purge", "a b", "jobs"], "invalid group 'a b'"),
+        (["groups", "delete", "workers", "jobs..x"], "invalid pattern"),
+        (["groups", "list", "--url", "nosuch://h"], "no adapter is registered for nosuch://"),
         (["request", "agent.ask", "--timeout", "nan"], "positive number of seconds"),
         (["pub", "agent.stuck", "--url", "nosuch://h"], "no adapter is registered for nosuch://"),
         (["pub", "agent.stuck", "--url", "localhost:6379"], "is not a broker URL"),
@@ -189,7 +198,7 @@ def test_sub_json_lines_and_count_on_a_shared_in_process_broker() -> None:
                 ["sub", "agent.#", "--json", "--count", "2", "--url", "memory://cli"])
             watcher = asyncio.create_task(arguments.action(arguments))
             async with MessageBus.from_url("memory://cli") as bus:
-                while not bus.adapter._hub.subscriptions:
+                while not len(bus.adapter._hub.table):
                     await asyncio.sleep(0.01)
                 for n in range(3):
                     await bus.publish("agent.thinking", {"n": n}, sender="t")
@@ -225,3 +234,48 @@ def test_the_review_demo_streams_and_gathers() -> None:
         "  1 reviewer(s) too slow; approved by everyone who answered",
     ]
     assert "  [carol] deadline passed: review dropped, model call stopped" in lines
+
+
+def test_groups_list_purge_and_delete_on_a_shared_in_process_broker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Buses on one memory:// URL share its broker within the process, across event loops too.
+    url = "memory://cli-groups"
+
+    async def leave_a_backlog() -> None:
+        async with MessageBus.from_url(url) as bus:
+            await bus.unsubscribe(await bus.subscribe("jobs.a", Recorder(), group="workers"))
+            for n in range(3):
+                await bus.publish("jobs.a", {"n": n})
+
+    asyncio.run(leave_a_backlog())
+    assert amb("groups", "list", "--url", url, capsys=capsys) == (
+        0,
+        "GROUP    PATTERN  MEMBERS  BACKLOG\nworkers  jobs.a   0        3\n",
+        "",
+    )
+    code, out, _ = amb("groups", "list", "--json", "--url", url, capsys=capsys)
+    assert (code, json.loads(out)) == (
+        0,
+        {"group": "workers", "pattern": "jobs.a", "members": 0, "backlog": 3},
+    )
+    code, out, err = amb("groups", "purge", "workers", "jobs.a", "--url", url, capsys=capsys)
+    assert (code, out) == (0, "3\n") and "dropped 3 messages" in err
+    assert amb("groups", "delete", "workers", "jobs.a", "--url", url, capsys=capsys)[:2] == (0, "")
+    code, out, err = amb("groups", "delete", "workers", "jobs.a", "--url", url, capsys=capsys)
+    assert (code, out, err) == (1, "", "amb groups delete: there is no group workers on jobs.a\n")
+    assert amb("groups", "list", "--url", url, capsys=capsys) == (0, "", "amb groups list: no groups\n")
+
+
+def test_groups_delete_is_refused_while_members_run() -> None:
+    async def main() -> None:
+        arguments = build_parser("test", COMMANDS).parse_args(
+            ["groups", "delete", "workers", "jobs", "--url", "memory://cli-in-use"]
+        )
+        async with MessageBus.from_url("memory://cli-in-use") as bus:
+            await bus.subscribe("jobs", Recorder(), group="workers")
+            with pytest.raises(GroupInUseError, match="1 members running: stop them first"):
+                await arguments.action(arguments)
+
+    asyncio.run(main())
+    assert _EXIT_CODES_OF[GroupInUseError] == ExitCode.USAGE

@@ -59,6 +59,7 @@ def test_build_message_equals_a_validated_message() -> None:
         "timestamp": now,
         "ttl": 1.5,
         "metadata": {"m": 1},
+        "key": "order-7",
     }
     built = build_message(**fields)  # type: ignore[arg-type]
     validated = Message(**fields)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ FULL = Message(
     reply_to="_amb.inbox.x",
     ttl=2,
     metadata={"x": 1},
+    key="conversation-7",
 )
 
 
@@ -35,6 +36,7 @@ def test_defaults_stay_off_the_wire() -> None:
     written = json.loads(encode(FULL))
     assert list(written)[:5] == ["amb", "id", "topic", "payload", "timestamp"]
     assert written["priority"] == "URGENT" and written["ttl"] == 2 and written["metadata"] == {"x": 1}
+    assert written["key"] == "conversation-7"
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,7 @@ _VALID = {
     "sender": "agent-1",
     "correlation_id": "c-1",
     "reply_to": "_amb.inbox.x",
+    "key": "k-1",
     "ttl": 5,
     "metadata": {"k": "v"},
 }

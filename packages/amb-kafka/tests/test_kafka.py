@@ -4,16 +4,19 @@ retries and dead letters, topic discovery, and the reply inbox's lifetime."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import anyio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import NewTopic  # type: ignore[import-untyped]
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from amb_core import BrokerUnavailableError, Message, MessageBus
 from amb_core.wire import decode, encode
 from amb_kafka import KafkaBroker, dead_letter_topic
+from amb_kafka.admin import DEFAULT_NUM_PARTITIONS
 from conftest import BOOTSTRAP, WAIT, BusFactory, Received
 
 pytestmark = pytest.mark.anyio
@@ -37,34 +40,70 @@ async def _records(topic: str, count: int, partitions: int = 1) -> list[Any]:
         await consumer.stop()
 
 
-async def test_records_carry_the_envelope_and_the_publishers_key(make_bus: BusFactory, topic: str) -> None:
+async def test_records_carry_the_envelope_and_keyless_ones_spread_over_the_partitions(
+    make_bus: BusFactory, topic: str
+) -> None:
     bus = await make_bus(num_partitions=4)
     ids = [await bus.publish(topic, {"n": n}, wait_for_confirmation=True) for n in range(20)]
     records = await _records(topic, 20, partitions=4)
-    assert isinstance(bus.adapter, KafkaBroker)
-    assert {record.key for record in records} == {bus.adapter.record_key}
-    assert len({record.partition for record in records}) == 1  # so they stay in order
-    assert [decode(record.value).id for record in records] == ids
+    assert {record.key for record in records} == {None}
+    # In turn, so that a group's members share one publisher's work (issue 12).
+    assert Counter(record.partition for record in records) == {0: 5, 1: 5, 2: 5, 3: 5}
+    assert sorted(decode(record.value).id for record in records) == sorted(ids)
     assert all(record.headers == () for record in records)
 
 
-async def test_one_publisher_stays_in_order_across_partitions(make_bus: BusFactory, topic: str) -> None:
+async def test_the_key_is_the_record_key_and_picks_the_partition_as_kafka_does(
+    make_bus: BusFactory, topic: str
+) -> None:
+    bus = await make_bus(num_partitions=4)
+    keys = [f"order-{n % 3}" for n in range(30)]
+    for n, key in enumerate(keys):
+        await bus.publish(topic, {"n": n}, key=key, wait_for_confirmation=n == 29)
+    records = await _records(topic, 30, partitions=4)
+    for record in records:
+        assert record.key == decode(record.value).key.encode()
+        # aiokafka's (and the Java client's) default partitioner puts it in the same place.
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 4
+    by_key: dict[bytes, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(record.key, []).append(decode(record.value).payload["n"])
+    assert all(ns == sorted(ns) and len(ns) == 10 for ns in by_key.values())
+
+
+async def test_a_topic_the_adapter_creates_has_num_partitions(
+    make_bus: BusFactory, topic: str, admin: Any
+) -> None:
+    bus = await make_bus()
+    await bus.publish(topic, {}, wait_for_confirmation=True)
+    metadata = await admin._client.fetch_all_metadata()
+    assert len(metadata.partitions_for_topic(topic)) == DEFAULT_NUM_PARTITIONS > 1
+    with pytest.raises(ValueError, match="num_partitions"):
+        KafkaBroker(BOOTSTRAP, num_partitions=0)
+
+
+async def test_one_publishers_keyed_messages_stay_in_order_across_partitions(
+    make_bus: BusFactory, topic: str
+) -> None:
     publisher, subscriber = await make_bus(num_partitions=3), await make_bus()
     got = Received()
     await subscriber.subscribe(topic, got)
     for n in range(200):
-        await publisher.publish(topic, {"n": n})
+        await publisher.publish(topic, {"n": n}, key=f"k{n % 4}")
     await got.wait_for(200)
-    assert [p["n"] for p in got.payloads] == list(range(200))
+    for k in range(4):
+        mine = [p["n"] for p in got.payloads if p["n"] % 4 == k]
+        assert mine == list(range(k, 200, 4))
 
 
 async def test_subscriptions_sharing_the_consumer_get_each_message_once(
     make_bus: BusFactory, topic: str
 ) -> None:
+    # One partition: what this checks rides on the order of one partition's records.
     # The first handler holds on until more subscriptions have joined the shared consumer, so
     # the joins (one to another topic reassigns the consumer, which repositions it) land while
     # a fetched batch is still being handed over: nothing may be lost or handed over twice.
-    publisher, subscriber = await make_bus(), await make_bus(queue_size=4)
+    publisher, subscriber = await make_bus(num_partitions=1), await make_bus(num_partitions=1, queue_size=4)
     joined = anyio.Event()
     first, second, elsewhere = Received(), Received(), Received()
 
@@ -90,7 +129,8 @@ async def test_subscriptions_sharing_the_consumer_get_each_message_once(
 async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_moves_on(
     make_bus: BusFactory, topic: str
 ) -> None:
-    bus = await make_bus(max_attempts=2)
+    # One partition: what this checks rides on the order of one partition's records.
+    bus = await make_bus(num_partitions=1, max_attempts=2)
     got = Received()
     attempts: dict[int, int] = {}
 
@@ -117,8 +157,9 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_m
 
 
 async def test_a_group_resumes_from_its_last_commit(make_bus: BusFactory, topic: str) -> None:
-    publisher = await make_bus()
-    first_bus = await make_bus()
+    # One partition: what this checks rides on the order of one partition's records.
+    publisher = await make_bus(num_partitions=1)
+    first_bus = await make_bus(num_partitions=1)
     first = Received()
     await first_bus.subscribe(topic, first, group="workers", concurrency=4)
     for n in range(10):
@@ -128,7 +169,7 @@ async def test_a_group_resumes_from_its_last_commit(make_bus: BusFactory, topic:
     for n in range(10, 15):
         await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
     second = Received()
-    second_bus = await make_bus()
+    second_bus = await make_bus(num_partitions=1)
     await second_bus.subscribe(topic, second, group="workers")
     await second.wait_for(5)
     await publisher.publish(topic, {"n": 15})
@@ -162,7 +203,8 @@ async def test_a_message_abandoned_at_shutdown_goes_to_the_next_member(
 async def test_out_of_order_completions_commit_only_the_finished_prefix(
     make_bus: BusFactory, topic: str
 ) -> None:
-    publisher = await make_bus()
+    # One partition: what this checks rides on the order of one partition's records.
+    publisher = await make_bus(num_partitions=1)
     release = anyio.Event()
     done = Received()
 
@@ -171,7 +213,7 @@ async def test_out_of_order_completions_commit_only_the_finished_prefix(
             await release.wait()
         await done(message)
 
-    bus = await make_bus(drain_timeout=0.1, leave_timeout=0.1)
+    bus = await make_bus(num_partitions=1, drain_timeout=0.1, leave_timeout=0.1)
     await bus.subscribe(topic, first_one_waits, group="workers", concurrency=4)
     for n in range(4):
         await publisher.publish(topic, {"n": n})
@@ -179,7 +221,7 @@ async def test_out_of_order_completions_commit_only_the_finished_prefix(
     await bus.disconnect()  # 0 is cancelled: nothing may be committed past it
 
     again = Received()
-    second = await make_bus()
+    second = await make_bus(num_partitions=1)
     await second.subscribe(topic, again, group="workers")
     await again.wait_for(4)
     assert sorted(p["n"] for p in again.payloads) == [0, 1, 2, 3]
@@ -259,3 +301,26 @@ async def test_a_producer_that_died_is_replaced(make_bus: BusFactory, topic: str
     assert adapter._producer is not dead
     await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
     assert [m.payload for m in await got.wait_for(1)] == [{"n": 1}]
+
+
+async def test_four_members_share_one_publishers_messages(make_bus: BusFactory, topic: str) -> None:
+    # Issue 12: keyed by the publishing bus, all of one publisher's messages went to one member.
+    publisher = await make_bus()
+    counts = Counter[int]()
+    done = anyio.Event()
+
+    def member(index: int) -> Any:
+        async def handle(message: Message) -> None:
+            counts[index] += 1
+            if counts.total() == 400:
+                done.set()
+
+        return handle
+
+    for index in range(4):
+        await (await make_bus()).subscribe(topic, member(index), group="workers")
+    for n in range(400):
+        await publisher.publish(topic, {"n": n})
+    with anyio.fail_after(WAIT):
+        await done.wait()
+    assert len(counts) == 4 and min(counts.values()) >= 40, counts

@@ -33,10 +33,11 @@ def _down(bus: MessageBus) -> bool:
 async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in_a_few_lines(
     make_bus: BusFactory, topic: str, kafka_process: KafkaProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # One partition: what this checks rides on the order of one partition's records.
     outage_timeout = 5.0
-    subscriber = await make_bus()
-    steady = await make_bus(outage_timeout=300)  # publishes all along, never gives up
-    impatient = await make_bus(outage_timeout=outage_timeout)
+    subscriber = await make_bus(num_partitions=1)
+    steady = await make_bus(num_partitions=1, outage_timeout=300)  # publishes all along, never gives up
+    impatient = await make_bus(num_partitions=1, outage_timeout=outage_timeout)
     grouped, watched = Received(), Received()
     await subscriber.subscribe(topic, grouped, group="workers")
     await subscriber.subscribe(topic, watched)

@@ -138,7 +138,7 @@ async def test_a_backlog_that_never_drains_makes_publish_raise_after_outage_time
     await consumer_bus.disconnect()
     await admin.delete(stream(topic), f"amb:idle:{topic}", "amb:routes")
     await admin.zrem("amb:groups", topic)
-    await admin.hdel("amb:vouched", f"{topic} workers")
+    await admin.hdel("amb:deadlines", f"{topic} workers")
 
 
 async def test_acknowledged_entries_are_trimmed(make_bus: BusFactory, topic: str, admin: redis.Redis) -> None:

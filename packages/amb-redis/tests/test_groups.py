@@ -35,12 +35,14 @@ async def _group_made_by_hand(admin: redis.Redis, topic: str) -> None:
 
 
 async def _forget_group_made_by_hand(admin: redis.Redis, topic: str, bus: MessageBus) -> None:
-    # Its crashed consumer keeps the group alive (until group_retention): once the test's bus
-    # has left, clean up after it.
+    # Groups outlive their members (until group_expiry): once the test's bus has left, clean up
+    # after it.
     await bus.disconnect()
     await admin.zrem("amb:groups", topic)
-    await admin.hdel("amb:vouched", f"{topic} workers")
-    await admin.delete(stream(topic), f"amb:idle:{topic}", attempts_key(topic), "amb:routes")
+    await admin.hdel("amb:deadlines", f"{topic} workers")
+    await admin.delete(
+        stream(topic), f"amb:idle:{topic}", attempts_key(topic), f"amb:members:{topic}:workers", "amb:routes"
+    )
 
 
 async def _dead_letters(admin: redis.Redis, topic: str, count: int) -> list[Any]:
@@ -293,29 +295,32 @@ async def test_a_dead_consumers_entries_are_taken_over(
     await _forget_group_made_by_hand(admin, topic, bus)
 
 
-async def test_the_last_member_leaving_removes_the_group(
+async def test_a_group_whose_last_member_left_keeps_what_is_published_until_one_joins(
     make_bus: BusFactory, topic: str, admin: redis.Redis
 ) -> None:
-    bus = await make_bus()
+    # Issue 12: the group was deleted when its last member left, and what was published until
+    # a member came back was lost with a WARNING.
+    bus = await make_bus(group_expiry=3600)
     got = Received()
     first = await bus.subscribe(topic, got, group="workers")
     second = await bus.subscribe(topic, got, group="workers")
     await bus.publish(topic, {"n": 1})
     await got.wait_for(1)
-    assert await admin.zscore("amb:groups", topic) is not None
     await bus.unsubscribe(first)
     await bus.unsubscribe(second)
 
-    async def gone() -> bool:
-        return not await admin.exists(stream(topic)) and await admin.zscore("amb:groups", topic) is None
+    async def left() -> bool:
+        return await admin.hlen(f"amb:members:{topic}:workers") == 0
 
-    await eventually(gone)
-    # A publish now reaches nobody, and a new member starts afresh.
-    await bus.publish(topic, {"n": 2}, wait_for_confirmation=True)
+    await eventually(left)
+    # It now lives group_expiry from the moment its last member left.
+    deadline = float(await admin.hget("amb:deadlines", f"{topic} workers") or 0)
+    assert time.time() + 3600 - 5 < deadline <= time.time() + 3600 + 1
+    assert await bus.publish(topic, {"n": 2}, wait_for_confirmation=True)
     await bus.subscribe(topic, got, group="workers")
     await bus.publish(topic, {"n": 3})
-    await got.wait_for(2)
-    assert [p["n"] for p in got.payloads] == [1, 3]
+    await got.wait_for(3)
+    assert [p["n"] for p in got.payloads] == [1, 2, 3]
 
 
 async def test_groups_nobody_vouches_for_are_forgotten(
@@ -323,8 +328,8 @@ async def test_groups_nobody_vouches_for_are_forgotten(
 ) -> None:
     ghost = f"{topic}.ghost"
     await admin.xadd(stream(ghost), {"message": b"x"})
-    await admin.zadd("amb:groups", {ghost: 1})  # last vouched for in 1970
-    bus = await make_bus(group_retention=60, claim_idle=0.2)
+    await admin.zadd("amb:groups", {ghost: 1})  # a pattern without groups, due since 1970
+    bus = await make_bus(claim_idle=0.2)
     await bus.subscribe(topic, Received(), group="workers")
 
     async def forgotten() -> bool:
@@ -338,10 +343,11 @@ async def test_a_dead_group_is_forgotten_while_a_live_one_on_the_same_stream_sta
     make_bus: BusFactory, topic: str, admin: redis.Redis
 ) -> None:
     """A group whose members all died would keep its backlog for good, and hold up the stream's
-    publishers once it reaches stream_maxlen: it is deleted after group_retention."""
+    publishers once it reaches stream_maxlen: it is removed group_expiry after it was last
+    vouched for."""
     await admin.xgroup_create(stream(topic), "dead", id="$", mkstream=True)
-    await admin.hset("amb:vouched", f"{topic} dead", 1)  # last vouched for in 1970
-    bus = await make_bus(group_retention=60, claim_idle=0.2)
+    await admin.hset("amb:deadlines", f"{topic} dead", 1)  # due since 1970
+    bus = await make_bus(claim_idle=0.2)
     await bus.subscribe(topic, Received(), group="live")
 
     async def only_the_live_one() -> bool:
@@ -349,8 +355,8 @@ async def test_a_dead_group_is_forgotten_while_a_live_one_on_the_same_stream_sta
         return [group["name"] for group in groups] == [b"live"]
 
     await eventually(only_the_live_one)
-    assert await admin.hget("amb:vouched", f"{topic} dead") is None
-    assert await admin.hget("amb:vouched", f"{topic} live") is not None
+    assert await admin.hget("amb:deadlines", f"{topic} dead") is None
+    assert await admin.hget("amb:deadlines", f"{topic} live") is not None
 
 
 async def test_a_reader_that_hits_an_unexpected_error_says_so_and_goes_on(
@@ -376,3 +382,56 @@ async def test_a_reader_that_hits_an_unexpected_error_says_so_and_goes_on(
     await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
     await got.wait_for(2)
     assert [p["n"] for p in got.payloads] == [0, 1]
+
+
+async def test_a_member_never_joins_an_expired_group_that_no_sweep_removed_yet(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    await _group_made_by_hand(admin, topic)
+    await admin.xadd(stream(topic), {"message": b"left from long ago"})
+    await admin.hset("amb:deadlines", f"{topic} workers", 1)  # expired in 1970
+    bus = await make_bus()
+    got = Received()
+    await bus.subscribe(topic, got, group="workers")
+    await bus.publish(topic, {"n": "new"})
+    await got.wait_for(1)
+    assert got.payloads == [{"n": "new"}]
+
+
+async def test_a_group_on_its_own_topic_keeps_the_other_topics_cached_routes(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    # Issue 12: any group coming or going dropped every cached route, and finding one matched
+    # the topic against every pattern with groups: linear in the groups, on the publish path.
+    bus = await make_bus()
+    got = Received()
+    await bus.subscribe(f"{topic}.a", got, group="workers")
+    await bus.publish(f"{topic}.a", {"n": 1}, wait_for_confirmation=True)
+    await bus.subscribe(f"{topic}.*", got, group="watchers")
+    assert await admin.sismember("amb:wildcards", f"{topic}.*")
+    await bus.publish(f"{topic}.a", {"n": 2}, wait_for_confirmation=True)
+    await bus.publish(f"{topic}.b", {"n": 3}, wait_for_confirmation=True)
+    assert await admin.hget("amb:routes", f"{topic}.a") in (
+        f"{topic}.a {topic}.*".encode(),
+        f"{topic}.* {topic}.a".encode(),
+    )
+    assert await admin.hget("amb:routes", f"{topic}.b") == f"{topic}.*".encode()
+    # A group on an exact topic drops that topic's route only.
+    await bus.subscribe(f"{topic}.c", Received(), group="workers")
+    assert not await admin.sismember("amb:wildcards", f"{topic}.c")
+    assert await admin.hexists("amb:routes", f"{topic}.a")
+    assert await admin.hexists("amb:routes", f"{topic}.b")
+    await got.wait_for(4)
+    assert sorted(p["n"] for p in got.payloads) == [1, 2, 2, 3]
+
+
+async def test_without_wildcard_groups_a_publish_caches_no_route(
+    make_bus: BusFactory, topic: str, admin: redis.Redis
+) -> None:
+    # Caching wrote to Redis on a topic's first publish: with appendfsync always, an fsync.
+    bus = await make_bus(prefix=f"{topic}:")
+    got = Received()
+    await bus.subscribe(f"{topic}.a", got, group="workers")
+    await bus.publish(f"{topic}.a", {"n": 1}, wait_for_confirmation=True)
+    await got.wait_for(1)
+    assert not await admin.exists(f"{topic}:routes")

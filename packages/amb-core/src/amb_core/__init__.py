@@ -22,6 +22,7 @@ from amb_core.errors import (
     BrokerRefusedError,
     BrokerUnavailableError,
     BusClosedError,
+    GroupInUseError,
     InvalidMessageError,
     InvalidPayloadError,
     InvalidTopicError,
@@ -33,6 +34,7 @@ from amb_core.errors import (
     StreamSequenceError,
 )
 from amb_core.gather import Replies
+from amb_core.groups import GroupInfo
 from amb_core.link import Link
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority
@@ -56,6 +58,8 @@ __all__ = [
     "BusClosedError",
     "Capabilities",
     "Delivery",
+    "GroupInUseError",
+    "GroupInfo",
     "InMemoryBroker",
     "InvalidMessageError",
     "InvalidPayloadError",

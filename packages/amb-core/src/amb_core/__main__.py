@@ -1,17 +1,17 @@
 """The ``amb`` command (also ``python -m amb_core``): ``amb pub``, ``amb sub``, ``amb request``,
-``amb demo``; ``amb COMMAND --help`` for each."""
+``amb groups``, ``amb demo``; ``amb COMMAND --help`` for each."""
 
 from __future__ import annotations
 
 from amb_core import __version__
-from amb_core.cli import demo, pub, request, sub
+from amb_core.cli import demo, groups, pub, request, sub
 from amb_core.cli.options import build_parser
 from amb_core.cli.running import run
 
 #: The subcommands, in the order ``amb --help`` lists them: each a module of `amb_core.cli`
 #: with a ``register(commands)`` function (see `amb_core.cli`). A new one is one import and one
 #: entry here.
-COMMANDS = (pub, sub, request, demo)
+COMMANDS = (pub, sub, request, groups, demo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from amb_core.policy import Policy
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from amb_core.groups import GroupInfo
     from amb_core.link import Link
     from amb_core.message import Message
     from amb_core.subscription import Subscription
@@ -44,6 +45,14 @@ class Capabilities:
     #: The broker reports how many subscriptions receive a request (each ungrouped one, one
     #: per group), so that `gather()` returns as soon as all of them have answered.
     counts_receivers: bool = False
+    #: One publisher's messages without a key reach a subscription in publish order. False:
+    #: only messages sharing a key keep their order (Kafka spreads keyless messages over a
+    #: topic's partitions, so that a group shares them).
+    keyless_order: bool = True
+    #: A group hands one key's messages to one member at a time, so the group as a whole
+    #: handles them in publish order (while no member joins or leaves). False: each member
+    #: sees a key's messages in order, but two members may handle consecutive ones at once.
+    group_key_order: bool = False
 
 
 class BrokerAdapter(ABC):
@@ -134,3 +143,19 @@ class BrokerAdapter(ABC):
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop feeding ``subscription``. Messages it had not yet been given stay with the broker
         where the broker keeps them (a group's shared queue)."""
+
+    # -- groups over time (amb_core.groups); optional for third-party adapters -----------------
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group on the broker (expired ones removed first) with its members and backlog."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list groups")
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        """Drop the messages waiting for ``group`` on ``pattern`` (not those a member is handling
+        now); return how many. 0 for a group that does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge groups")
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        """Remove ``group`` on ``pattern`` with its backlog; False if it did not exist. Raise
+        `GroupInUseError` while it has members."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete groups")

@@ -20,7 +20,9 @@ from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.control import CANCELLED, ERROR, error_mark
 from amb_core.errors import BrokerUnavailableError, BusClosedError
 from amb_core.gather import Replies
+from amb_core.groups import GroupInfo
 from amb_core.ids import new_id
+from amb_core.keys import validate_key
 from amb_core.logs import message_fields
 from amb_core.memory import InMemoryBroker
 from amb_core.message import Message, MessagePriority, build_message
@@ -47,6 +49,11 @@ class _State(Enum):
     OPEN = "connected"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+# Module constants for the checks on every publish and request: reading a member off its Enum
+# class (``_State.OPEN``) costs more than a global lookup, by a few hundred nanoseconds.
+_OPEN, _CLOSING = _State.OPEN, _State.CLOSING
 
 
 class MessageBus:
@@ -233,17 +240,19 @@ class MessageBus:
         metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
+        key: str | None = None,
     ) -> str:
         """Publish ``payload`` (a JSON object) to ``topic`` and return the message id.
 
         By default this returns as soon as the adapter has taken the message (fire and forget);
         with ``wait_for_confirmation=True`` it returns once the broker has accepted it. ``ttl``
-        is in seconds: a message still undelivered after that is dropped.
+        is in seconds: a message still undelivered after that is dropped. Messages with the
+        same ``key`` reach each subscription, and each group, in publish order (see `amb_core.keys`).
         """
-        if self._state is not _State.OPEN and self._state is not _State.CLOSING:
+        if self._state is not _OPEN and self._state is not _CLOSING:
             raise self._refuse()
         message = self._envelope(
-            topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to
+            topic, payload, priority, sender, ttl, metadata, new_id(), correlation_id, reply_to, key
         )
         if self._chain is not None:
             await self._chain.publish(message, partial(self._transmit, confirm=wait_for_confirmation))
@@ -310,9 +319,12 @@ class MessageBus:
         message_id: str,
         correlation_id: str | None,
         reply_to: str | None,
+        key: str | None = None,
     ) -> Message:
         if topic not in self._valid_topics:
             self._remember_topic(topic)
+        if key is not None:
+            validate_key(key)
         if priority.__class__ is not MessagePriority:
             priority = MessagePriority.coerce(priority)
         if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
@@ -328,6 +340,7 @@ class MessageBus:
             _now(_utc),
             ttl,
             json_object(metadata, "metadata") if metadata else {},
+            key,
         )
 
     def _remember_topic(self, topic: str) -> None:
@@ -396,8 +409,10 @@ class MessageBus:
         sender: str | None = None,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Message:
-        """Publish a request and return the first reply (see `reply`).
+        """Publish a request and return the first reply (see `reply`). ``key`` orders it among
+        messages with the same key, as in `publish`.
 
         Raises `RequestTimeoutError` (a `TimeoutError`) when no reply comes within ``timeout``
         seconds (a reply arriving later is dropped); `NoRespondersError` (a
@@ -407,9 +422,9 @@ class MessageBus:
         handles it once its requester has given up.
         """
         if self._chain is not None:
-            run = partial(self._request, topic, payload, timeout, priority, sender, ttl, metadata)
+            run = partial(self._request, topic, payload, timeout, priority, sender, ttl, metadata, key)
             return await self._chain.call(Call("request", topic), run)
-        return await self._request(topic, payload, timeout, priority, sender, ttl, metadata)
+        return await self._request(topic, payload, timeout, priority, sender, ttl, metadata, key)
 
     async def _request(
         self,
@@ -420,12 +435,13 @@ class MessageBus:
         sender: str | None,
         ttl: float | None,
         metadata: Mapping[str, Any] | None,
+        key: str | None,
     ) -> Message:
         # _inbox_for_requests inline: one coroutine less on the request's hot path.
         inbox = self._inbox
-        if inbox is None or self._state is not _State.OPEN:
+        if inbox is None or self._state is not _OPEN:
             inbox = await self._inbox_for_requests()
-        message = self._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata)
+        message = self._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata, key)
         reply = inbox.expect(message.id, topic, timeout)
         try:
             await self._publish_request(message, inbox)
@@ -443,6 +459,7 @@ class MessageBus:
         sender: str | None = None,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> AsyncIterator[Message]:
         """Send one request, when the loop starts, and yield the chunks of its reply stream in
         the order they were sent (see `reply_stream`)::
@@ -466,6 +483,7 @@ class MessageBus:
             sender=sender,
             ttl=ttl,
             metadata=metadata,
+            key=key,
         )
         return chunks if self._chain is None else observe_stream(self._chain, topic, chunks)
 
@@ -493,6 +511,7 @@ class MessageBus:
         sender: str | None = None,
         ttl: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
     ) -> Replies:
         """Send one request that every subscription may answer (each ungrouped subscription,
         and one member of each group) and return the replies received within ``timeout``
@@ -515,6 +534,7 @@ class MessageBus:
             sender=sender,
             ttl=ttl,
             metadata=metadata,
+            key=key,
         )
         return await run() if self._chain is None else await self._chain.call(Call("gather", topic), run)
 
@@ -534,6 +554,7 @@ class MessageBus:
         sender: str | None,
         ttl: float | None,
         metadata: Mapping[str, Any] | None,
+        key: str | None = None,
     ) -> Message:
         """The envelope of a request answered in ``inbox``. Its ttl is the requester's timeout
         unless given: a request nobody waits for any more is never handled."""
@@ -541,7 +562,7 @@ class MessageBus:
             ttl = timeout
         message_id = new_id()
         return self._envelope(
-            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern
+            topic, payload, priority, sender, ttl, metadata, message_id, message_id, inbox.pattern, key
         )
 
     def _publish_request(
@@ -650,3 +671,25 @@ class MessageBus:
         return await self._chain.call(
             Call("reply", request.reply_to or request.topic, request), lambda: publishing
         )
+
+    # -- groups over time (amb_core.groups) -------------------------------------------------
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group on the broker, of any process, with its pattern, members and backlog
+        (groups that went ``group_expiry`` without a member are removed first)."""
+        if self._state is not _OPEN:
+            raise self._refuse()
+        return await self._adapter.list_groups()
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        """Drop the messages waiting for ``group`` on ``pattern``; return how many."""
+        if self._state is not _OPEN:
+            raise self._refuse()
+        return await self._adapter.purge_group(validate_group(group), validate_pattern(pattern))
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        """Remove ``group`` on ``pattern`` and its backlog; False if there was no such group.
+        Raises `GroupInUseError` while members run (stop them first)."""
+        if self._state is not _OPEN:
+            raise self._refuse()
+        return await self._adapter.delete_group(validate_group(group), validate_pattern(pattern))

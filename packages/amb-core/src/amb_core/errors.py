@@ -87,6 +87,11 @@ class StreamSequenceError(AMBError):
     are numbered, so a stream never has a silent gap)."""
 
 
+class GroupInUseError(AMBError, RuntimeError):
+    """A group cannot be deleted (or, on Kafka, purged) while members are running: stop them
+    first."""
+
+
 class AdapterNotInstalledError(AMBError, ImportError):
     """The adapter for a URL scheme is a separate distribution that is not installed."""
 

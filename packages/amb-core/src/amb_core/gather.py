@@ -76,6 +76,7 @@ async def gather(
     sender: str | None,
     ttl: float | None,
     metadata: Mapping[str, Any] | None,
+    key: str | None = None,
 ) -> Replies:
     """What `MessageBus.gather` does (see there)."""
     if max_replies is not None and (
@@ -83,7 +84,7 @@ async def gather(
     ):
         raise ValueError(f"max_replies must be a positive int or None, not {max_replies!r}")
     inbox = await bus._inbox_for_requests()
-    request = bus._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata)
+    request = bus._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata, key)
     gathering = _Gathering(topic, max_replies, bus.capabilities.counts_receivers)
     inbox.collect(request.id, gathering)
     try:

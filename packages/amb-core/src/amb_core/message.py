@@ -72,6 +72,9 @@ class Message(BaseModel):
     timestamp: UTCDateTime = Field(default_factory=_utcnow)
     ttl: float | None = Field(default=None, gt=0, description="seconds the message may wait for delivery")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    key: str | None = Field(
+        default=None, description="ordering key: messages with the same key keep their publish order"
+    )
 
     @property
     def expires_at(self) -> datetime | None:
@@ -106,6 +109,7 @@ def build_message(
     timestamp: datetime,
     ttl: float | None,
     metadata: dict[str, Any],
+    key: str | None = None,
 ) -> Message:
     """Build a `Message` from values the bus has already validated, skipping pydantic's checks.
 
@@ -127,6 +131,7 @@ def build_message(
             "timestamp": timestamp,
             "ttl": ttl,
             "metadata": metadata,
+            "key": key,
         },
     )
     _set_fields_set(message, _FIELDS)

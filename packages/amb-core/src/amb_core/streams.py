@@ -150,10 +150,11 @@ async def request_stream(
     sender: str | None,
     ttl: float | None,
     metadata: Mapping[str, Any] | None,
+    key: str | None = None,
 ) -> AsyncIterator[Message]:
     """What `MessageBus.request_stream` returns (see there)."""
     inbox = await bus._inbox_for_requests()
-    request = bus._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata)
+    request = bus._request_message(inbox, topic, payload, timeout, priority, sender, ttl, metadata, key)
     correlation_id = request.id
     chunks = _Chunks(inbox, correlation_id, topic, timeout)
     inbox.collect(correlation_id, chunks)

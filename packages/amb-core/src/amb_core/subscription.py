@@ -42,6 +42,7 @@ _SAID = {
 }
 #: How much of a handler's exception a dead letter keeps as its reason.
 _MAX_REASON = 1000
+_LEVELS = len(MessagePriority)
 
 
 class Subscription:
@@ -49,7 +50,10 @@ class Subscription:
 
     The queue is one FIFO per priority level (four levels, so this beats a heap: O(1) both ways
     and no tie-breaking counter). Workers are started on demand and end when the queue is empty,
-    so an idle subscription costs no task, timer or CPU.
+    so an idle subscription costs no task, timer or CPU; and what only a busy subscription needs
+    (the FIFOs, the task and waiter sets, the compiled pattern) is made when it is first needed,
+    so one that never got a message costs a few hundred bytes (agents by the thousand, each with
+    its own inbox, are the norm).
     """
 
     __slots__ = (
@@ -68,7 +72,6 @@ class Subscription:
         "_settling",
         "_space_waiters",
         "_tasks",
-        "_urgent_first",
         "concurrency",
         "group",
         "id",
@@ -109,18 +112,18 @@ class Subscription:
         self._handler_is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             type(handler).__call__
         )
-        self._matcher = compile_pattern(pattern).fullmatch
-        #: One FIFO per priority, indexed by its value.
-        self._levels: tuple[deque[_Entry], ...] = tuple(deque() for _ in MessagePriority)
-        self._urgent_first = self._levels[::-1]
+        self._matcher: Callable[[str], object] | None = None
+        #: One FIFO per priority, most urgent first (``_levels[~priority]``), each made when a
+        #: message of its priority first arrives.
+        self._levels: list[deque[_Entry] | None] = [None] * _LEVELS
         self._queued = 0
         self._maxsize = queue_size
         self._running = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
         #: Settlements of invalid envelopes, done beside the queue so they delay nothing.
-        self._settling: set[asyncio.Task[None]] = set()
-        self._space_waiters: deque[asyncio.Future[None]] = deque()
-        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._settling: set[asyncio.Task[None]] | None = None
+        self._space_waiters: deque[asyncio.Future[None]] | None = None
+        self._idle_waiters: list[asyncio.Future[None]] | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
 
@@ -130,7 +133,10 @@ class Subscription:
 
     def matches(self, topic: str) -> bool:
         """Whether a message on ``topic`` belongs to this subscription (AMQP wildcard rules)."""
-        return self._matcher(topic) is not None
+        matcher = self._matcher
+        if matcher is None:
+            matcher = self._matcher = compile_pattern(self.pattern).fullmatch
+        return matcher(topic) is not None
 
     @property
     def queued(self) -> int:
@@ -157,8 +163,7 @@ class Subscription:
         except InvalidMessageError as error:
             self.reject(source, error, delivery)
             return None
-        if self._queued < self._maxsize:
-            self._push(message, delivery)
+        if self.offer(message, delivery):
             return None
         return self.deliver(message, delivery)
 
@@ -177,15 +182,29 @@ class Subscription:
             log_invalid(source, error, "acknowledged it")
             settle = _settle(delivery.ack(), "acknowledge an invalid message", source)
         task = self._loop.create_task(settle)
+        if self._settling is None:
+            self._settling = set()
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
     def offer(self, message: Message, delivery: Delivery | None = None) -> bool:
         """Queue ``message`` if there is room and return True; return False when the queue is
         full (or the subscription closed): then await `deliver`."""
+        # Every message goes in here: the in-memory broker's publish calls it directly.
         if self._queued >= self._maxsize:
             return False
-        self._push(message, delivery)
+        level = self._levels[~message.priority]
+        if level is None:
+            level = self._levels[~message.priority] = deque()
+        level.append((message, delivery))
+        self._queued += 1
+        if self._running < self.concurrency:
+            self._running += 1
+            tasks = self._tasks
+            if tasks is None:
+                tasks = self._tasks = set()
+            # The task is referenced here until it ends (asyncio keeps only weak references).
+            tasks.add(self._loop.create_task(self._work()))
         return True
 
     async def deliver(self, message: Message, delivery: Delivery | None = None) -> None:
@@ -194,6 +213,8 @@ class Subscription:
         (unacknowledged, so an at-least-once broker gives it to another member)."""
         while self._queued >= self._maxsize and not self._closed:
             waiter = self._loop.create_future()
+            if self._space_waiters is None:
+                self._space_waiters = deque()
             self._space_waiters.append(waiter)
             try:
                 await waiter
@@ -201,29 +222,21 @@ class Subscription:
                 if not waiter.done():
                     waiter.cancel()
         if not self._closed:
-            self._push(message, delivery)
+            self.offer(message, delivery)  # there is room now
         elif delivery is not None:
             await _settle(delivery.release(), "release", message.id)
-
-    def _push(self, message: Message, delivery: Delivery | None) -> None:
-        self._levels[message.priority].append((message, delivery))
-        self._queued += 1
-        if self._running < self.concurrency:
-            self._running += 1
-            # The task is referenced here until it ends (asyncio keeps only weak references).
-            self._tasks.add(self._loop.create_task(self._work()))
 
     # -- handling ----------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        levels = self._urgent_first
+        levels = self._levels
         try:
             while True:
                 while self._queued:
                     for level in levels:
                         if level:
                             break
-                    message, delivery = level.popleft()
+                    message, delivery = level.popleft()  # type: ignore[union-attr]  # _queued says one is there
                     self._queued -= 1
                     if self._space_waiters:
                         self._wake_one_publisher()
@@ -262,9 +275,9 @@ class Subscription:
                 if not self._queued:
                     return
         finally:
-            self._tasks.discard(asyncio.current_task())
+            self._tasks.discard(asyncio.current_task())  # type: ignore[union-attr]  # made with this task
             self._running -= 1
-            if not self._running and (not self._queued or self._closed):
+            if self._idle_waiters and not self._running and (not self._queued or self._closed):
                 for waiter in self._idle_waiters:
                     if not waiter.done():
                         waiter.set_result(None)
@@ -361,6 +374,8 @@ class Subscription:
         settlement has been handed to the broker."""
         if self._running or self._queued:
             waiter = self._loop.create_future()
+            if self._idle_waiters is None:
+                self._idle_waiters = []
             self._idle_waiters.append(waiter)
             await waiter
         while self._settling:
@@ -372,19 +387,20 @@ class Subscription:
         Returns how many queued messages were released."""
         self._closed = True
         self._maxsize = -1  # `offer` now always refuses, so messages go through `deliver`
-        dropped = [entry for level in self._levels for entry in level]
+        dropped = [entry for level in self._levels if level for entry in level]
         for level in self._levels:
-            level.clear()
+            if level:
+                level.clear()
         self._queued = 0
-        for waiter in self._space_waiters:
+        for waiter in self._space_waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-        self._space_waiters.clear()
+        self._space_waiters = None
         for message, delivery in dropped:
             if delivery is not None:
                 await _settle(delivery.release(), "release", message.id)
         if cancel:
-            tasks = [*self._tasks, *self._settling]
+            tasks = [*(self._tasks or ()), *(self._settling or ())]
             for task in tasks:
                 task.cancel()
             if tasks:

@@ -2,10 +2,10 @@
 
 ``{"amb":1,"id":"...","topic":"...","payload":{...},"timestamp":"2026-11-24T10:00:00.123456Z"}``,
 UTF-8, then only the fields that differ from their defaults: ``"priority"`` (by name, NORMAL
-omitted), ``"sender"``, ``"correlation_id"``, ``"reply_to"``, ``"ttl"`` (null omitted) and
-``"metadata"`` (``{}`` omitted). The leading ``"amb":1`` marks an AMB envelope, so anything else
-found on a topic (a foreign producer's data, garbage) is recognised and skipped. Readers accept
-any key order and explicit defaults.
+omitted), ``"sender"``, ``"correlation_id"``, ``"reply_to"``, ``"ttl"`` (null omitted),
+``"metadata"`` (``{}`` omitted) and ``"key"`` (null omitted). The leading ``"amb":1`` marks an
+AMB envelope, so anything else found on a topic (a foreign producer's data, garbage) is
+recognised and skipped. Readers accept any key order and explicit defaults.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def encode(message: Message, max_size: int | None = None) -> bytes:
         envelope["ttl"] = fields["ttl"]
     if fields["metadata"]:
         envelope["metadata"] = fields["metadata"]
+    if fields["key"] is not None:
+        envelope["key"] = fields["key"]
     data = to_json(envelope)
     if max_size is not None and len(data) > max_size:
         raise MessageTooLargeError(
@@ -110,6 +112,7 @@ def _as_written(fields: dict[str, Any]) -> Message | None:
     except (KeyError, TypeError, ValueError):
         return None
     sender, correlation_id, reply_to, ttl = get("sender"), get("correlation_id"), get("reply_to"), get("ttl")
+    key = get("key")
     metadata = get("metadata", {})  # a written null is no dict: pydantic then rejects it
     if (
         type(id) is not str
@@ -121,10 +124,11 @@ def _as_written(fields: dict[str, Any]) -> Message | None:
         or (correlation_id is not None and type(correlation_id) is not str)
         or (reply_to is not None and type(reply_to) is not str)
         or (ttl is not None and ((type(ttl) is not float and type(ttl) is not int) or ttl <= 0))
+        or (key is not None and type(key) is not str)
     ):
         return None
     return build_message(
-        id, topic, payload, priority, sender, correlation_id, reply_to, timestamp, ttl, metadata
+        id, topic, payload, priority, sender, correlation_id, reply_to, timestamp, ttl, metadata, key
     )
 
 

@@ -23,6 +23,11 @@ _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 #: What a describe_configs request may end in when the broker will not (or cannot) say.
 _DESCRIBE_FAILED: tuple[type[BaseException], ...] = (*MAPPED, ValueError, IndexError, TypeError)
+#: Partitions of the topics the adapter creates, unless told otherwise (``num_partitions``): a
+#: group spreads over at most as many members as its topic has partitions, and a stock broker's
+#: ``num.partitions`` is 1, which would hand every message to one member. Eight lets a group of
+#: up to 8 share the work (2, 4 or 8 members evenly) at little cost to a single broker.
+DEFAULT_NUM_PARTITIONS = 8
 #: Kafka's own default of ``message.max.bytes`` (1 MiB plus the 12 bytes of a log entry header).
 DEFAULT_MESSAGE_MAX_BYTES = 1_048_588
 
@@ -44,7 +49,7 @@ class TopicAdmin:
 
     Topics are created explicitly rather than left to the broker's auto-creation, which
     production clusters usually disable. Partitions and replication default to the broker's
-    own ``num.partitions`` and ``default.replication.factor``.
+    ``num_partitions`` (None: the broker's ``num.partitions``) and ``default.replication.factor``.
     """
 
     def __init__(
@@ -60,6 +65,11 @@ class TopicAdmin:
         self._boundary = boundary
         self._settings: BrokerSettings | None = None
         self._creating: dict[str, asyncio.Task[bool]] = {}
+
+    @property
+    def client_api(self) -> Any:
+        """The `AIOKafkaAdminClient` itself (consumer groups: amb_kafka.lifetime)."""
+        return self._client
 
     @property
     def client(self) -> Any:

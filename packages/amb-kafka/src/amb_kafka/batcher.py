@@ -5,6 +5,13 @@ record; a publish here only appends to the open batch of its topic, and one task
 hands full (or lingered) batches to the producer. The producer's own batching is bypassed, so
 ``linger_ms`` and ``max_batch_size`` take effect here.
 
+Which partition a record goes to is decided here too, as Kafka's default partitioner would: a
+message with a key goes to the partition its key hashes to (murmur2, like every Kafka client, so
+a key's messages stay in order and other clients' records with that key land beside them); one
+without a key goes to the topic's partitions in turn, so that a group's members share one
+publisher's work: they stay on one partition while a batch fills (up to `SPREAD_RECORDS`) and
+move on to the next partition with each new batch.
+
 Records go straight into the batch's record builder (``BatchBuilder._builder``, aiokafka's
 C ``DefaultRecordBatchBuilder``): its Python wrapper's ``append`` costs as much again per record.
 The wrapper's record count, which the idempotent producer's sequence numbers come from, is set
@@ -38,6 +45,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
 from pydantic_core import from_json
 
@@ -56,6 +64,14 @@ _NO_HEADERS: list[tuple[str, bytes]] = []
 #: How every envelope `amb_core.wire.encode` writes starts: its id follows.
 _ID_AT = b'{"amb":1,"id":"'
 _MAX_IDLE_STATES = 4096
+#: Messages without a key stick to one partition for a batch (fewer, fuller batches), and move
+#: on to the next when a new batch starts or this many records are in: a burst of one publisher
+#: is spread in runs of this many, so a group's members share even a burst (at least 16% each
+#: of 400 messages for 4 members over 8 partitions), as Kafka's own sticky partitioner does by
+#: bytes.
+SPREAD_RECORDS = 32
+#: Keys whose partition a topic remembers (murmur2 is pure Python: a few microseconds a key).
+_MAX_KEYS = 4096
 #: Ids named in an ERROR line about undelivered messages (all of them go to DEBUG).
 _IDS_SHOWN = 20
 #: What the broker answers once a producer's sequence numbers are off: that producer is done
@@ -98,22 +114,43 @@ def log_undelivered(values: list[bytes], topic: str, reason: object) -> None:
 class _Batch:
     """One batch being filled: its records' values, and who waits for its confirmation."""
 
-    __slots__ = ("append", "builder", "confirmation", "fire_and_forget", "moved", "seq", "values")
+    __slots__ = ("append", "builder", "confirmation", "fire_and_forget", "keys", "moved", "seq", "values")
 
     def __init__(self, builder: Any, seq: int, confirmation: asyncio.Future[None] | None = None) -> None:
         self.builder = builder
         #: ``append(offset, timestamp, key, value, headers)``, None once the batch is full.
-        self.append: Callable[[int, None, bytes, bytes, list[tuple[str, bytes]]], object] = (
+        self.append: Callable[[int, None, bytes | None, bytes, list[tuple[str, bytes]]], object] = (
             builder._builder.append
         )
         #: One per record, in record order: a record's offset in the batch is its index here.
         self.values: list[bytes] = []
+        #: The record keys by offset, for the records that have one (None: no record has).
+        self.keys: dict[int, bytes] | None = None
         #: Its place among its partition's batches (a resend keeps it: resends go out in order).
         self.seq = seq
         self.fire_and_forget = False
         self.confirmation = confirmation
         #: Handed to a producer that has since been replaced: its outcome no longer counts.
         self.moved = False
+
+    def add(self, key: bytes | None, value: bytes) -> bool:
+        """Append a record; False (nothing appended) if the batch is full."""
+        offset = len(self.values)
+        if self.append(offset, None, key, value, _NO_HEADERS) is None:
+            return False
+        self.values.append(value)
+        if key is not None:
+            self.note_key(offset, key)
+        return True
+
+    def note_key(self, offset: int, key: bytes) -> None:
+        if self.keys is None:
+            self.keys = {}
+        self.keys[offset] = key
+
+    def key(self, offset: int) -> bytes | None:
+        keys = self.keys
+        return None if keys is None else keys.get(offset)
 
     def close(self) -> None:
         self.builder._relative_offset = len(self.values)
@@ -136,8 +173,51 @@ class _Batch:
             self.confirmation.set_exception(error)
 
 
+class Topic:
+    """Where one topic's messages go: its partitions, in turn for messages without a key."""
+
+    __slots__ = ("by_key", "current", "next", "partitions", "topic")
+
+    def __init__(self, topic: str, partitions: list[Partition]) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        #: Where messages without a key go now, and the index of the one after it.
+        self.current = partitions[0]
+        self.next = 1 % len(partitions)
+        #: Record key -> its partition, as Kafka's default partitioner picks it.
+        self.by_key: dict[bytes, Partition] = {}
+
+    def advance(self) -> Partition:
+        """Move messages without a key on to the next partition."""
+        partitions = self.partitions
+        index = self.next
+        self.next = index + 1 if index + 1 < len(partitions) else 0
+        state = self.current = partitions[index]
+        return state
+
+    def pick(self, key: bytes) -> Partition:
+        """The partition of ``key``'s messages."""
+        partitions = self.partitions
+        state = self.by_key.get(key)
+        if state is None:
+            if len(self.by_key) >= _MAX_KEYS:
+                self.by_key.clear()
+            state = self.by_key[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return state
+
+    @property
+    def idle(self) -> bool:
+        return all(
+            state.open is None and state.sender is None and not state.unsettled for state in self.partitions
+        )
+
+    def set_limit(self, limit: int, batch_size: int) -> None:
+        for state in self.partitions:
+            state.limit, state.batch_size = limit, batch_size
+
+
 class Partition:
-    """The partition one topic's messages go to, its open batch and the task that sends it."""
+    """One partition of a topic: its open batch and the task that sends it."""
 
     __slots__ = (
         "batch_size",
@@ -174,12 +254,11 @@ class Partition:
 
 
 class Batcher:
-    """Fills one batch per topic (each publisher writes a topic to one partition) and sends it."""
+    """Fills one batch per partition and sends it."""
 
     def __init__(
         self,
         producer: Any,
-        key: bytes,
         linger: float,
         exists: Callable[[str], Awaitable[bool]],
         health: Health,
@@ -190,7 +269,6 @@ class Batcher:
         self._producer = producer
         self._compression = producer._message_accumulator._compression_type
         self._exists = exists
-        self._key = key
         self._linger = linger
         self._health = health
         self._link = health.link
@@ -203,35 +281,54 @@ class Batcher:
         self._paused: asyncio.Future[None] | None = None
         self._closing = False
         #: Per topic; the adapter's publish looks its topic up here.
-        self.partitions: dict[str, Partition] = {}
+        self.topics: dict[str, Topic] = {}
 
     def add_topic(
-        self, topic: str, partition: int, limit: int, batch_size: int, *, untracked: bool = False
-    ) -> Partition:
-        """Publish to ``topic`` on ``partition``. An ``untracked`` topic is dropped from the
+        self, topic: str, partitions: list[int], limit: int, batch_size: int, *, untracked: bool = False
+    ) -> Topic:
+        """Publish to ``topic``'s ``partitions``. An ``untracked`` topic is dropped from the
         producer's metadata topics after each send: a reply inbox, which a broker with topic
         auto-creation would otherwise bring back on a metadata refresh after its bus deleted it."""
-        if len(self.partitions) >= _MAX_IDLE_STATES:
+        if len(self.topics) >= _MAX_IDLE_STATES:
             # Topics this publisher no longer writes to (replies to closed buses, say).
-            for name, state in list(self.partitions.items()):
-                if state.open is None and state.sender is None and not state.unsettled:
-                    del self.partitions[name]
-        state = self.partitions[topic] = Partition(topic, partition, limit, batch_size, untracked)
-        return state
+            for name, known in list(self.topics.items()):
+                if known.idle:
+                    del self.topics[name]
+        route = self.topics[topic] = Topic(
+            topic, [Partition(topic, partition, limit, batch_size, untracked) for partition in partitions]
+        )
+        return route
 
-    def send(self, state: Partition, message: Message, confirm: bool) -> Awaitable[None] | None:
-        """Append ``message`` to its topic's batch. Returns what to await: the confirmation of its
-        batch with ``confirm``, room in a full batch, or None when the record is in (most
-        fire-and-forget publishes: no coroutine, no task, no future). Raises
-        `MessageTooLargeError` (nothing appended) above the topic's limit."""
-        value = encode(message, state.limit)
+    def _states(self) -> list[Partition]:
+        return [state for route in self.topics.values() for state in route.partitions]
+
+    def send(self, route: Topic, message: Message, confirm: bool) -> Awaitable[None] | None:
+        """Append ``message`` to the open batch of its partition. Returns what to await: the
+        confirmation of its batch with ``confirm``, room in a full batch, or None when the record
+        is in (most fire-and-forget publishes: no coroutine, no task, no future). Raises
+        `MessageTooLargeError` (nothing appended) above the topic's limit (less the key)."""
+        key = message.key
+        if key is None:  # the hot path
+            state = route.current
+            batch = state.open
+            if batch is None or len(batch.values) >= SPREAD_RECORDS:
+                state = route.advance()
+            value = encode(message, state.limit)
+            record_key = None
+        else:
+            record_key = key.encode()
+            state = route.pick(record_key)
+            # The key's bytes (and its length's second varint byte) take room from the value.
+            value = encode(message, state.limit - len(record_key) - 1)
         batch = state.open
         if batch is None:
             batch = state.open = self._new_batch(state)
         values = batch.values
-        if batch.append(len(values), None, self._key, value, _NO_HEADERS) is None:
-            return self._send_to_next(state, value, confirm)
+        if batch.append(len(values), None, record_key, value, _NO_HEADERS) is None:
+            return self._send_to_next(state, record_key, value, confirm)
         values.append(value)
+        if record_key is not None:
+            batch.note_key(len(values) - 1, record_key)
         if state.sender is None:
             state.sender = asyncio.ensure_future(self._drain(state))
         if confirm:
@@ -246,9 +343,8 @@ class Batcher:
         state.next_seq = seq + 1
         return _Batch(BatchBuilder(state.batch_size, self._compression), seq)
 
-    async def _send_to_next(self, state: Partition, value: bytes, confirm: bool) -> None:
-        batch = await self._next_batch(state, value)
-        batch.values.append(value)
+    async def _send_to_next(self, state: Partition, key: bytes | None, value: bytes, confirm: bool) -> None:
+        batch = await self._next_batch(state, key, value)
         if state.sender is None:
             state.sender = asyncio.ensure_future(self._drain(state))
         if confirm:
@@ -256,7 +352,7 @@ class Batcher:
         else:
             batch.fire_and_forget = True
 
-    async def _next_batch(self, state: Partition, value: bytes) -> _Batch:
+    async def _next_batch(self, state: Partition, key: bytes | None, value: bytes) -> _Batch:
         """The open batch was full: wait until it is handed over, then start the next one. While
         the broker is unreachable the message is refused instead (`BrokerUnavailableError`,
         nothing appended), so that the bus keeps it."""
@@ -265,9 +361,9 @@ class Batcher:
             if batch is None:
                 # The first record of a batch always fits (its size was checked by `encode`).
                 batch = state.open = self._new_batch(state)
-                batch.append(0, None, self._key, value, _NO_HEADERS)
+                batch.add(key, value)
                 return batch
-            if batch.append(len(batch.values), None, self._key, value, _NO_HEADERS) is not None:
+            if batch.add(key, value):
                 return batch
             if state.sender is None:
                 state.sender = asyncio.ensure_future(self._drain(state))
@@ -392,17 +488,17 @@ class Batcher:
         retry = _Batch(BatchBuilder(state.batch_size, self._compression), batch.seq, batch.confirmation)
         retry.fire_and_forget = batch.fire_and_forget
         extra: list[_Batch] = []
-        for value in batch.values:
+        for offset, value in enumerate(batch.values):
+            key = batch.key(offset)
             target = extra[-1] if extra else retry
-            if target.append(len(target.values), None, self._key, value, _NO_HEADERS) is None:
+            if not target.add(key, value):
                 # Building again can only shrink a batch (fresh timestamps), but never lose a record.
                 target = _Batch(
                     BatchBuilder(state.batch_size, self._compression), batch.seq, batch.confirmation
                 )
                 target.fire_and_forget = batch.fire_and_forget
-                target.append(0, None, self._key, value, _NO_HEADERS)
+                target.add(key, value)
                 extra.append(target)
-            target.values.append(value)
         for part in (retry, *extra):
             part.close()
             # Equal seqs keep their order: insort puts each after the ones already there.
@@ -420,7 +516,7 @@ class Batcher:
         sent again through it, in order (the old one's outcomes are ignored from now on)."""
         self._producer = producer
         self._compression = producer._message_accumulator._compression_type
-        for state in self.partitions.values():
+        for state in self._states():
             moved, state.unsettled = list(state.unsettled), deque()
             for batch in moved:
                 self._requeue(state, batch)
@@ -438,7 +534,7 @@ class Batcher:
                 return True
         except AMBError:
             return True  # cannot tell: sending is the lesser risk
-        self.partitions.pop(state.topic, None)
+        self.topics.pop(state.topic, None)
         return False
 
     async def close(self, timeout: float) -> None:
@@ -449,7 +545,7 @@ class Batcher:
         paused, self._paused = self._paused, None  # a replacement that will not happen now
         if paused is not None and not paused.done():
             paused.set_result(None)
-        states = list(self.partitions.values())
+        states = self._states()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         senders = [state.sender for state in states if state.sender is not None]

@@ -12,14 +12,13 @@ import anyio
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.conn import collect_hosts, create_conn  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaConnectionError, ProducerClosed  # type: ignore[import-untyped]
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: ignore[import-untyped]
 
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.backoff import backoff_delays
 from amb_core.errors import AMBError, BrokerRefusedError, BrokerUnavailableError
-from amb_core.ids import new_id
+from amb_core.groups import GroupInfo
 from amb_core.link import Link
 from amb_core.logs import throttled
 from amb_core.message import Message
@@ -27,14 +26,15 @@ from amb_core.policy import Policy
 from amb_core.subscription import Subscription
 from amb_core.topics import INBOX_PREFIX, RESERVED_PREFIX
 from amb_kafka import fanout, groups
-from amb_kafka.admin import DEFAULT_MESSAGE_MAX_BYTES, TopicAdmin
-from amb_kafka.batcher import Batcher, Partition
+from amb_kafka.admin import DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_NUM_PARTITIONS, TopicAdmin
+from amb_kafka.batcher import Batcher, Topic
 from amb_kafka.boundary import Boundary, kind
 from amb_kafka.config import bootstrap_servers, check_role_options, split_client_options
 from amb_kafka.deadletter import DeadLetters
 from amb_kafka.fanout import FanoutReader
 from amb_kafka.groups import GroupMember
 from amb_kafka.health import Health
+from amb_kafka.lifetime import Groups
 
 logger = logging.getLogger("amb.kafka")
 
@@ -69,7 +69,9 @@ class KafkaBroker(BrokerAdapter):
 
     - the failure policy every adapter takes (`amb_core.policy.Policy`): ``max_attempts`` (3),
       ``connect_timeout`` (10 s), ``outage_timeout`` (30 s), ``outage_buffer`` (10,000).
-    - ``num_partitions`` / ``replication_factor`` (broker defaults): for topics the adapter creates.
+    - ``num_partitions`` (`DEFAULT_NUM_PARTITIONS`, 8; None: the broker's ``num.partitions``) and
+      ``replication_factor`` (the broker's default): for topics the adapter creates. A group
+      shares a topic's work over at most as many members as it has partitions.
     - ``discovery_interval`` (1.0 s): how often wildcard subscriptions look for new topics
       (topics created by this process are noticed at once).
     - ``join_timeout`` (60 s): longest wait for a grouped ``subscribe`` to get its partitions.
@@ -86,15 +88,22 @@ class KafkaBroker(BrokerAdapter):
     ``max.message.bytes`` is lower is held to that when this adapter first publishes to it.
     """
 
+    #: Keyless messages are spread over a topic's partitions (so that a group shares them), so
+    #: only a key keeps order; a key's messages are one partition's, which one member of a
+    #: group reads at a time.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        priority=True, survives_restart=True, redelivers_failed=True
+        priority=True,
+        survives_restart=True,
+        redelivers_failed=True,
+        keyless_order=False,
+        group_key_order=True,
     )
 
     def __init__(
         self,
         bootstrap: str | Sequence[str] = "localhost:9092",
         *,
-        num_partitions: int | None = None,
+        num_partitions: int | None = DEFAULT_NUM_PARTITIONS,
         replication_factor: int | None = None,
         discovery_interval: float = 1.0,
         join_timeout: float = 60.0,
@@ -108,6 +117,10 @@ class KafkaBroker(BrokerAdapter):
         )
         if discovery_interval <= 0:
             raise ValueError("discovery_interval must be positive")
+        if num_partitions is not None and (
+            isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1
+        ):
+            raise ValueError(f"num_partitions must be a positive int or None, not {num_partitions!r}")
         self.bootstrap_servers = bootstrap_servers(bootstrap)
         self._discovery_interval = discovery_interval
         self._join_timeout = join_timeout
@@ -147,23 +160,22 @@ class KafkaBroker(BrokerAdapter):
         self._boundary = Boundary(name, tuple(secrets))
         self._link = self.link = Link(name)
         self._health = Health(self._link, self._probe_quietly)
-        #: The record key: one publisher's messages to a topic share a partition, so they keep
-        #: their order.
-        self._key = new_id().encode()
-        #: Bytes a record batch of one record adds to the envelope (batch header, record framing,
-        #: key), as aiokafka counts them, plus the value's length prefix at its largest.
-        self._overhead = int(DefaultRecordBatchBuilder.estimate_size_in_bytes(self._key, b"", [])) + 4
+        #: Bytes a record batch of one record without a key adds to the envelope (batch header,
+        #: record framing), as aiokafka counts them, plus the value's length prefix at its largest.
+        #: A message's key takes its length from the room left (`Batcher.send`).
+        self._overhead = int(DefaultRecordBatchBuilder.estimate_size_in_bytes(None, b"", [])) + 4
         self._broker_max = DEFAULT_MESSAGE_MAX_BYTES
         self.max_message_size: int = self._fits(DEFAULT_MESSAGE_MAX_BYTES)
         self._producer: Any = None
         self._admin: TopicAdmin | None = None
         self._batcher: Batcher | None = None
-        self._opening: dict[str, asyncio.Future[Partition | None]] = {}
+        self._opening: dict[str, asyncio.Future[Topic | None]] = {}
         self._renewal: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._fanout: FanoutReader | None = None
         self._inbox: FanoutReader | None = None
         self._members: dict[str, GroupMember] = {}
+        self._groups: Groups | None = None
         self._leaving: set[asyncio.Task[None]] = set()
         self._dead_letters = DeadLetters(self._send_record, self._link)
 
@@ -171,11 +183,6 @@ class KafkaBroker(BrokerAdapter):
     def from_url(cls, url: str, **options: Any) -> KafkaBroker:
         """``kafka://host:port[,host:port...]``."""
         return cls(bootstrap_servers(url), **options)
-
-    @property
-    def record_key(self) -> bytes:
-        """The key of every record this adapter publishes (see the README's wire format)."""
-        return self._key
 
     def describe(self) -> str:
         return self._boundary.name
@@ -212,9 +219,9 @@ class KafkaBroker(BrokerAdapter):
             raise
         self._admin = admin
         self._producer = producer
+        self._groups = Groups(admin.client_api, self._reader_options(), self._boundary)
         self._batcher = Batcher(
             producer,
-            self._key,
             self._linger,
             admin.exists,
             self._health,
@@ -323,13 +330,12 @@ class KafkaBroker(BrokerAdapter):
         if self._admin is None or self._batcher is None:
             return
         topic_max = await self._admin.max_message_bytes(topic)
-        state = self._batcher.partitions.get(topic)
-        if state is not None and topic_max is not None:
+        route = self._batcher.topics.get(topic)
+        if route is not None and topic_max is not None:
             batch_max = min(self._broker_max, topic_max, self._max_request_size)
-            state.limit, state.batch_size = self._fits(batch_max), min(self._max_batch_size, batch_max)
-            logger.debug(
-                "%s: %s now takes envelopes of up to %d bytes", self._boundary.name, topic, state.limit
-            )
+            limit = self._fits(batch_max)
+            route.set_limit(limit, min(self._max_batch_size, batch_max))
+            logger.debug("%s: %s now takes envelopes of up to %d bytes", self._boundary.name, topic, limit)
 
     def _retire(self, producer: Any) -> None:
         """Stop ``producer`` in the background, without waiting for what it had not settled
@@ -362,6 +368,9 @@ class KafkaBroker(BrokerAdapter):
             # Anything the producer still holds was given up on (and logged) by the batcher:
             # stop() must not wait for a broker that is gone.
             await _abandon(producer)
+        groups, self._groups = self._groups, None
+        if groups is not None:
+            await _quietly(groups.close())
         if admin is not None:
             await _quietly(admin.close())
         if self._background:
@@ -381,12 +390,12 @@ class KafkaBroker(BrokerAdapter):
         batcher = self._batcher
         if batcher is None:
             raise BrokerUnavailableError(f"{self._boundary.name}: the adapter is not connected")
-        state = batcher.partitions.get(message.topic)
-        if state is None:
-            state = await self._open_topic(message.topic, message.id if confirm else None)
-            if state is None:
+        route = batcher.topics.get(message.topic)
+        if route is None:
+            route = await self._open_topic(message.topic, message.id if confirm else None)
+            if route is None:
                 return
-        waiting = batcher.send(state, message, confirm)
+        waiting = batcher.send(route, message, confirm)
         if waiting is not None:
             await waiting
 
@@ -394,9 +403,9 @@ class KafkaBroker(BrokerAdapter):
         """Write ``data`` to ``topic`` as is (a foreign producer's record), confirmed."""
         await self._send_record(topic, data, None, [])
 
-    async def _open_topic(self, topic: str, confirmed_id: str | None) -> Partition | None:
-        """Get ready to publish to ``topic``: create it if needed, learn its size limit and pick
-        this publisher's partition. None for a reply whose inbox is gone (its bus closed): it is
+    async def _open_topic(self, topic: str, confirmed_id: str | None) -> Topic | None:
+        """Get ready to publish to ``topic``: create it if needed, learn its size limit and its
+        partitions. None for a reply whose inbox is gone (its bus closed): it is
         dropped. Concurrent first publishes to one topic share the work; if the broker is lost
         meanwhile, they raise `BrokerUnavailableError` at once (the bus keeps the message)."""
         opening = self._opening.get(topic)
@@ -410,12 +419,12 @@ class KafkaBroker(BrokerAdapter):
                 raise self._link.unavailable()
         return opening.result()
 
-    def _opened(self, topic: str, opening: asyncio.Future[Partition | None]) -> None:
+    def _opened(self, topic: str, opening: asyncio.Future[Topic | None]) -> None:
         self._opening.pop(topic, None)
         if not opening.cancelled():
             opening.exception()  # retrieved: every waiter may have left during an outage
 
-    async def _open_new_topic(self, topic: str, confirmed_id: str | None) -> Partition | None:
+    async def _open_new_topic(self, topic: str, confirmed_id: str | None) -> Topic | None:
         producer, admin = self._connected()
         inbox = topic.startswith(INBOX_PREFIX)
         try:
@@ -446,12 +455,10 @@ class KafkaBroker(BrokerAdapter):
         if inbox:
             producer.client._topics.discard(topic)
         batch_max = min(self._broker_max, topic_max or self._broker_max, self._max_request_size)
-        # What aiokafka's default partitioner does with the key, once per topic.
-        partition: int = partitions[(murmur2(self._key) & 0x7FFFFFFF) % len(partitions)]
         assert self._batcher is not None
         return self._batcher.add_topic(
             topic,
-            partition,
+            partitions,
             self._fits(batch_max),
             min(self._max_batch_size, batch_max),
             untracked=inbox,
@@ -507,6 +514,8 @@ class KafkaBroker(BrokerAdapter):
                 self._boundary,
                 join_timeout=self._join_timeout,
                 discovery_interval=self._discovery_interval,
+                lifetime=self._lifetime(),
+                group_expiry=self.policy.group_expiry,
             )
             await member.start()
             self._members[subscription.id] = member
@@ -516,13 +525,39 @@ class KafkaBroker(BrokerAdapter):
             if await admin.create(topic, partitions=partitions):
                 _topic_created()
 
+        return FanoutReader(
+            name,
+            self._reader_options(),
+            admin,
+            self._discovery_interval,
+            create,
+            self._health,
+            self._boundary,
+        )
+
+    def _reader_options(self) -> dict[str, Any]:
+        """The options of a consumer outside any group."""
         options = {key: value for key, value in self._consumer_options.items() if key not in _GROUP_ONLY}
         for key, value in FANOUT_DEFAULTS.items():
             if key not in self._consumer_overrides:
                 options[key] = value
-        return FanoutReader(
-            name, options, admin, self._discovery_interval, create, self._health, self._boundary
-        )
+        return options
+
+    def _lifetime(self) -> Groups:
+        if self._groups is None:
+            raise BrokerUnavailableError(f"{self._boundary.name}: the adapter is not connected")
+        return self._groups
+
+    # ---------------------------------------------------------------- groups over time
+
+    async def list_groups(self) -> list[GroupInfo]:
+        return await self._lifetime().every()
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        return await self._lifetime().purge(group, pattern)
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        return await self._lifetime().delete(group, pattern)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         if subscription.is_inbox:

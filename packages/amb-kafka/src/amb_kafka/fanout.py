@@ -16,6 +16,7 @@ from aiokafka.errors import ConsumerStoppedError  # type: ignore[import-untyped]
 
 from amb_core.backoff import backoff_delays
 from amb_core.errors import AMBError, InvalidMessageError
+from amb_core.routing import RouteTable
 from amb_core.subscription import Subscription
 from amb_core.wire import decode, log_invalid
 from amb_kafka.admin import TopicAdmin
@@ -90,7 +91,9 @@ class FanoutReader:
         self._create_topic = create_topic
         self._consumer: Any = None
         self._readers: dict[str, _Reader] = {}
-        self._routes: dict[str, tuple[_Reader, ...]] = {}
+        #: Which subscriptions a topic's records go to: found in O(segments) of the topic, and
+        #: a subscription coming or going changes only what it touches (amb_core.routing).
+        self._routes: RouteTable[_Reader] = RouteTable()
         self._assigned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -130,7 +133,7 @@ class FanoutReader:
                     consumer.seek(tp, ends[tp])
                 consumer.resume(*fresh)
             self._readers[subscription.id] = reader
-            self._routes.clear()
+            self._routes.add(subscription.pattern, reader)
             if reader.regex is not None and self._watcher is None:
                 self._watcher = asyncio.ensure_future(self._watch())
 
@@ -140,7 +143,7 @@ class FanoutReader:
         if reader is None:
             return
         reader.active = False
-        self._routes.clear()
+        self._routes.remove(subscription.pattern, reader)
         async with self._lock:
             if not self._readers:
                 await self.close()
@@ -203,18 +206,13 @@ class FanoutReader:
             if starts:
                 consumer.seek(tp, min(starts))
 
-    def _route(self, topic: str) -> tuple[_Reader, ...]:
-        route = self._routes.get(topic)
-        if route is None:
-            route = self._routes[topic] = tuple(r for r in self._readers.values() if r.wants(topic))
-        return route
-
     async def _dispatch(self, consumer: Any) -> None:
         """Fetch and hand records over, for as long as the reader runs. Nothing stops this loop
         but `close`: fetch errors are retried with backoff, and an unexpected error is logged
         and the records not handed over yet are read again."""
         delays = backoff_delays()
-        routes = self._routes
+        table = self._routes
+        routes = table.routes
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=1000)
@@ -242,9 +240,11 @@ class FanoutReader:
                 while pending:
                     tp = pending[0]
                     records = batches[tp]
-                    route = routes.get(tp.topic)
-                    if route is None:
-                        route = self._route(tp.topic)
+                    cached = routes.get(tp.topic)
+                    if cached is not None and cached[0] == table.generation:
+                        route = cached[1]
+                    else:
+                        route = table.route(tp.topic)
                     if len(route) == 1:
                         await self._hand_over(route[0], tp, records)
                     elif route:

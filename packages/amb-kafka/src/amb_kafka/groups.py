@@ -19,6 +19,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 
 from amb_core.backoff import backoff_delays
 from amb_core.errors import AMBError, BrokerUnavailableError
+from amb_core.groups import note_backlog
 from amb_core.subscription import Subscription
 from amb_kafka.admin import TopicAdmin
 from amb_kafka.boundary import MAPPED, Boundary
@@ -26,6 +27,7 @@ from amb_kafka.complaints import complain, unexpected
 from amb_kafka.deadletter import DeadLetters
 from amb_kafka.delivery import KafkaDelivery
 from amb_kafka.fetching import keep_fetching
+from amb_kafka.lifetime import Groups, stamped
 from amb_kafka.naming import group_id, topic_regex, wildcard
 from amb_kafka.offsets import PartitionTracker
 
@@ -36,6 +38,9 @@ logger = logging.getLogger("amb.kafka")
 
 #: What aiokafka raises when a rebalance overtakes a member taking its partitions.
 _REBALANCED = (CommitFailedError, IllegalStateError, ConsumerStoppedError)
+
+#: Seconds a leaving member waits to read its committed offsets back (see `_stamp_positions`).
+_STAMP_TIMEOUT = 5.0
 
 #: Wildcard group members of this process, so a topic created here is discovered at once.
 _wildcard_members: weakref.WeakSet[GroupMember] = weakref.WeakSet()
@@ -87,6 +92,8 @@ class GroupMember:
         *,
         join_timeout: float,
         discovery_interval: float,
+        lifetime: Groups,
+        group_expiry: float,
     ) -> None:
         assert subscription.group is not None
         self.subscription = subscription
@@ -97,6 +104,8 @@ class GroupMember:
         self._options = consumer_options
         self._admin = admin
         self._join_timeout = join_timeout
+        self._lifetime = lifetime
+        self._expiry = group_expiry
         self._discovery_ms = int(discovery_interval * 1000)
         self._consumer: Any = None
         self._known_topics: set[str] = set()
@@ -128,6 +137,10 @@ class GroupMember:
             # none of its partitions until the next metadata refresh (minutes).
             await self._admin.partition_count(pattern)
             self._known_topics = {pattern}
+        group = self.subscription.group
+        assert group is not None
+        # An expired group is deleted first: nobody joins its backlog (amb_kafka.lifetime).
+        backlog = await self._lifetime.before_joining(group, pattern)
         consumer = AIOKafkaConsumer(**options)
         self._health.watch(consumer._client)
         try:
@@ -150,6 +163,7 @@ class GroupMember:
         ]
         try:
             await asyncio.wait_for(self._ready.wait(), self._join_timeout)
+            note_backlog(self._boundary.name, group, pattern, backlog)
         except BaseException as error:
             await self.stop(drain=0)
             if isinstance(error, asyncio.TimeoutError):
@@ -221,7 +235,7 @@ class GroupMember:
         positions = {tp: ends.get(tp, 0) for tp in starts}
         for tp, offset in positions.items():
             consumer.seek(tp, offset)
-        await consumer.commit(positions)
+        await consumer.commit(stamped(positions, self._expiry))
 
     async def revoked(self, consumer: Any, revoked: set[TopicPartition]) -> None:
         if consumer is self._consumer:
@@ -344,7 +358,7 @@ class GroupMember:
         for tp in offsets:
             del pending[tp]
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(stamped(offsets, self._expiry))
         except (CommitFailedError, IllegalStateError) as error:
             # The partitions moved to another member, which re-reads from the last commit.
             logger.debug("group %s could not commit %s: %s", self.group_id, offsets, error)
@@ -372,6 +386,25 @@ class GroupMember:
 
     # ---------------------------------------------------------------- leaving
 
+    async def _stamp_positions(self) -> None:
+        """Commit again, with the time, what this member has committed of the partitions it
+        holds and has nothing new for: the group's ``group_expiry`` counts from the last member
+        leaving (see amb_kafka.lifetime)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        quiet = [tp for tp in self._trackers if tp not in self._to_commit]
+        if not quiet:
+            return
+        # Bounded: a member leaving during an outage must not wait for the broker here.
+        with contextlib.suppress(asyncio.TimeoutError):
+            committed = await asyncio.wait_for(
+                asyncio.gather(*(consumer.committed(tp) for tp in quiet)), _STAMP_TIMEOUT
+            )
+            for tp, offset in zip(quiet, committed, strict=True):
+                if offset is not None and tp not in self._to_commit:
+                    self._to_commit[tp] = offset
+
     def stop_reading(self) -> None:
         """No record reaches the subscription after this."""
         self._stopping = True
@@ -389,7 +422,8 @@ class GroupMember:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.subscription.drain(), drain)
         if self._consumer is not None:
-            with contextlib.suppress(*MAPPED):
+            with contextlib.suppress(*MAPPED, *_REBALANCED):
+                await self._stamp_positions()
                 await self._commit()
         for task in self._tasks:
             task.cancel()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from yarl import URL
 
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.errors import AMBError, BrokerUnavailableError
+from amb_core.groups import GroupInfo
 from amb_core.link import Link
 from amb_core.message import Message
 from amb_core.policy import Policy
@@ -33,6 +35,7 @@ from amb_core.subscription import Subscription
 from amb_core.wire import encode
 from amb_rabbitmq.boundary import CLIENT_ERRORS, Boundary, is_refusal
 from amb_rabbitmq.consumer import Consumer
+from amb_rabbitmq.groups import GroupRegistry
 from amb_rabbitmq.naming import Names
 from amb_rabbitmq.options import Options
 from amb_rabbitmq.properties import properties_for
@@ -76,6 +79,7 @@ class RabbitMQBroker(BrokerAdapter):
         vhost = parsed.path.strip("/") or "/"
         self.boundary = Boundary(self.describe(), password, vhost)
         self.link = Link(self.describe())
+        self._registry = GroupRegistry(self.names)
         self._persistent = self.options.persistent
         self._session: Session | None = None
         self._session_numbers = itertools.count(1)
@@ -347,7 +351,13 @@ class RabbitMQBroker(BrokerAdapter):
 
     async def subscribe(self, subscription: Subscription) -> None:
         assert self._lock is not None
-        consumer = Consumer(subscription, self.names, self.options.prefetch_for(subscription.concurrency))
+        consumer = Consumer(
+            subscription,
+            self.names,
+            self.options.prefetch_for(subscription.concurrency),
+            self._registry,
+            self.policy.group_expiry,
+        )
         # Registered first, so that a reconnect from now on restores it too.
         self._consumers[subscription.id] = consumer
         loop = asyncio.get_running_loop()
@@ -400,10 +410,56 @@ class RabbitMQBroker(BrokerAdapter):
             return
         if consumer.subscription.is_inbox:
             return  # nothing to hand back: replies are not acknowledged
+        if consumer.grouped:
+            self._spawn(self._note_left(consumer))
         if release_later:
             self._spawn(consumer.release())
         else:
             await consumer.release()
+
+    async def _note_left(self, consumer: Consumer) -> None:
+        """A member left: if it was the last, the registry learns since when the group has had
+        none (`amb_rabbitmq.groups`)."""
+        session, group = self._session, consumer.subscription.group
+        if session is None or group is None:
+            return
+        pattern = consumer.subscription.pattern
+        try:
+            counts = await self._registry.counts(await session.setup_channel(), group, pattern)
+            if counts is not None and counts[0] == 0:
+                await self._registry.note(
+                    await session.setup_channel(), group, pattern, self.policy.group_expiry, time.time()
+                )
+        except CLIENT_ERRORS as error:
+            logger.debug("could not note that group %r on %r has no member: %r", group, pattern, error)
+
+    # ------------------------------------------------------------------ groups over time
+
+    async def list_groups(self) -> list[GroupInfo]:
+        session = self._current()
+        reader = await session.connection.channel(publisher_confirms=False)
+        try:
+            with self.boundary.mapping("listing groups"):
+                return await self._registry.list(reader, session.setup_channel)
+        finally:
+            if not reader.is_closed:
+                await reader.close()
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        session = self._current()
+        with self.boundary.mapping(f"purging group {group!r} on {pattern!r}"):
+            return await self._registry.purge(await session.setup_channel(), group, pattern)
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        session = self._current()
+        with self.boundary.mapping(f"deleting group {group!r} on {pattern!r}"):
+            return await self._registry.delete(session.setup_channel, group, pattern)
+
+    def _current(self) -> Session:
+        session = self._session
+        if session is None:
+            raise self._unavailable()
+        return session
 
     def _on_consumer_cancelled(self, frame: Basic.Cancel) -> None:
         """The broker cancelled one of our consumers (its queue was deleted under it): declare

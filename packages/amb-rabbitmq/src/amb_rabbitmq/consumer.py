@@ -11,21 +11,30 @@ one that is not a valid envelope is logged and acknowledged (ungrouped) or dead-
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 
+import aiormq.exceptions
+from aio_pika.abc import AbstractQueue
 from aiormq.abc import DeliveredMessage
+from pamqp.common import FieldTable
 
 from amb_core.errors import InvalidMessageError
+from amb_core.groups import note_backlog
 from amb_core.message import Message
+from amb_core.policy import DEFAULT_GROUP_EXPIRY
 from amb_core.subscription import Subscription
 from amb_core.wire import decode
 from amb_rabbitmq.acks import Acknowledger
 from amb_rabbitmq.delivery import RabbitMQDelivery
+from amb_rabbitmq.groups import GroupRegistry, expires_ms
 from amb_rabbitmq.naming import Names
 from amb_rabbitmq.properties import MAX_PRIORITY, attempt_of
 from amb_rabbitmq.quiet import not_ours
 from amb_rabbitmq.session import Session
+
+logger = logging.getLogger("amb")
 
 
 class Consumer:
@@ -39,6 +48,8 @@ class Consumer:
     __slots__ = (
         "_backlog",
         "_decode",
+        "_expiry",
+        "_registry",
         "_tag",
         "acks",
         "active",
@@ -53,8 +64,17 @@ class Consumer:
         "unacked",
     )
 
-    def __init__(self, subscription: Subscription, names: Names, prefetch: int) -> None:
+    def __init__(
+        self,
+        subscription: Subscription,
+        names: Names,
+        prefetch: int,
+        registry: GroupRegistry | None = None,
+        group_expiry: float = DEFAULT_GROUP_EXPIRY,
+    ) -> None:
         self.subscription = subscription
+        self._registry = registry
+        self._expiry = group_expiry
         self.names = names
         self.queue = names.queue_for(subscription)
         self.binding_exchange = names.exchange_for(subscription.pattern)
@@ -86,13 +106,15 @@ class Consumer:
         published to a matching topic reaches the subscription."""
         inbox = self.subscription.is_inbox
         setup = await session.setup_channel()
-        queue = await setup.declare_queue(
-            self.queue,
-            durable=self.grouped,
-            exclusive=not self.grouped,
-            auto_delete=not self.grouped,
-            arguments=None if inbox else {"x-max-priority": MAX_PRIORITY},
-        )
+        if self.grouped:
+            queue = await self._declare_group_queue(session)
+        else:
+            queue = await setup.declare_queue(
+                self.queue,
+                exclusive=True,
+                auto_delete=True,
+                arguments=None if inbox else {"x-max-priority": MAX_PRIORITY},
+            )
         await queue.bind(self.binding_exchange, self.subscription.pattern)
         channel = session.consume
         # Set before consuming: a queue with messages waiting delivers them right after
@@ -109,6 +131,48 @@ class Consumer:
             await channel.basic_qos(prefetch_count=self.prefetch)
             ok = await channel.basic_consume(self.queue, self._on_message)
         self._tag = ok.consumer_tag
+
+    async def _declare_group_queue(self, session: Session) -> AbstractQueue:
+        """The group's durable queue, which RabbitMQ removes with its backlog once it has had no
+        consumer for ``group_expiry`` (``x-expires``). A queue AMB declared before with another
+        expiry, or none (before group expiry existed), is used as it is, with a WARNING: it
+        keeps the expiry it has. Any other difference is refused (`BrokerRefusedError`)."""
+        group, pattern = self.subscription.group, self.subscription.pattern
+        assert group is not None
+        priority: FieldTable = {"x-max-priority": MAX_PRIORITY}
+        arguments: FieldTable = {**priority, "x-expires": expires_ms(self._expiry)}
+        try:
+            queue = await (await session.setup_channel()).declare_queue(
+                self.queue, durable=True, arguments=arguments
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            if not _about_expiry(error):
+                raise
+            try:  # declared by an AMB without group expiry?
+                queue = await (await session.setup_channel()).declare_queue(
+                    self.queue, durable=True, arguments=priority
+                )
+            except aiormq.exceptions.ChannelPreconditionFailed as other:
+                if not _about_expiry(other):
+                    raise
+                queue = await (await session.setup_channel()).declare_queue(self.queue, passive=True)
+            logger.warning(
+                "group %r on %r: its queue %s was declared with another x-expires than this bus's "
+                "group_expiry (%s s) gives, or none: it keeps that. Delete the group (amb groups "
+                "delete) while no member runs to have it declared again",
+                group,
+                pattern,
+                self.queue,
+                self._expiry,
+            )
+        first = self.session is None
+        if first:
+            note_backlog(
+                session.boundary.name, group, pattern, int(queue.declaration_result.message_count or 0)
+            )
+        if self._registry is not None:
+            await self._registry.note(await session.setup_channel(), group, pattern, self._expiry, None)
+        return queue
 
     async def stop(self) -> None:
         """Cancel the consumer. The exclusive queue of an ungrouped subscription goes with it
@@ -174,3 +238,8 @@ class Consumer:
         while backlog:
             await self.subscription.deliver(*backlog[0])
             backlog.popleft()
+
+
+def _about_expiry(error: BaseException) -> bool:
+    """Whether a PRECONDITION_FAILED answer to a queue declaration is about ``x-expires``."""
+    return "'x-expires'" in str(error)

@@ -9,6 +9,7 @@ With the default prefix ``amb``:
 - ``amb.sub.<subscription id>``: an ungrouped subscription's exclusive, auto-delete queue.
 - ``amb.group.<group>.<pattern>``: a group's shared durable queue. ``*`` in the pattern is
   written ``@`` (AMQP clients refuse ``*`` in queue names; no topic contains ``@``).
+- ``amb.groups`` (durable): the registry of groups that lets them be listed (see groups.py).
 - ``amb.inbox.<subscription id>``: a bus's reply inbox, exclusive and auto-delete.
 - ``amb.dlx`` (topic, durable) and ``amb.dlq`` (durable, bound with ``#``): where a grouped
   message goes after ``max_attempts`` failed handler calls, under its original topic.
@@ -28,7 +29,14 @@ _MAX_QUEUE_NAME = 255
 class Names:
     """The names of one application's exchanges and queues."""
 
-    __slots__ = ("dead_letter_exchange", "dead_letter_queue", "exchange", "prefix", "reserved_exchange")
+    __slots__ = (
+        "dead_letter_exchange",
+        "dead_letter_queue",
+        "exchange",
+        "group_registry",
+        "prefix",
+        "reserved_exchange",
+    )
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -36,6 +44,7 @@ class Names:
         self.reserved_exchange = f"{prefix}.reserved"
         self.dead_letter_exchange = f"{prefix}.dlx"
         self.dead_letter_queue = f"{prefix}.dlq"
+        self.group_registry = f"{prefix}.groups"
 
     def exchange_for(self, topic: str) -> str:
         """The exchange a message on ``topic`` is published to."""
@@ -47,8 +56,11 @@ class Names:
             return f"{self.prefix}.inbox.{subscription.id}"
         if subscription.group is None:
             return f"{self.prefix}.sub.{subscription.id}"
-        pattern = subscription.pattern.replace("*", "@")
-        return _fit(f"{self.prefix}.group.{subscription.group}.{pattern}")
+        return self.group_queue(subscription.group, subscription.pattern)
+
+    def group_queue(self, group: str, pattern: str) -> str:
+        """The durable queue group ``group`` on ``pattern`` shares."""
+        return _fit(f"{self.prefix}.group.{group}.{pattern.replace('*', '@')}")
 
 
 def _fit(name: str) -> str:

@@ -156,6 +156,7 @@ class Session:
         dead_letters = await self._setup.declare_exchange(names.dead_letter_exchange, topic, durable=True)
         queue = await self._setup.declare_queue(names.dead_letter_queue, durable=True)
         await queue.bind(dead_letters, "#")
+        await self._setup.declare_queue(names.group_registry, durable=True)
 
     def _closed(self, sender: object, reason: BaseException | None = None) -> None:
         if not self._closing:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from redis.exceptions import ResponseError
 from amb_core.backoff import backoff_delays
 from amb_core.delivery import Delivery
 from amb_core.errors import BrokerUnavailableError
+from amb_core.groups import note_backlog
 from amb_core.logs import throttled
 from amb_core.subscription import Subscription
 from amb_redis._names import Names
@@ -51,7 +53,18 @@ _CLAIM_BATCH = 100
 class GroupSettings:
     """What every consumer of one adapter shares."""
 
-    __slots__ = ("claim_idle_ms", "name", "names", "pipe", "prefetch", "ready", "scripts", "timeout")
+    __slots__ = (
+        "claim_idle_ms",
+        "expiry",
+        "liveness",
+        "name",
+        "names",
+        "pipe",
+        "prefetch",
+        "ready",
+        "scripts",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -63,6 +76,7 @@ class GroupSettings:
         prefetch: int | None,
         claim_idle: float,
         timeout: float,
+        expiry: float,
         ready: Callable[[], bool],
     ) -> None:
         """``ready`` tells whether the adapter's Pub/Sub subscriptions are in place: a group
@@ -76,6 +90,17 @@ class GroupSettings:
         self.prefetch = prefetch
         self.claim_idle_ms = int(claim_idle * 1000)
         self.timeout = timeout
+        #: ``group_expiry``, whole seconds (Redis keeps the bookkeeping in seconds).
+        self.expiry = max(1, math.ceil(expiry))
+        #: Seconds a member counts as live after it last vouched (it does every claim_idle / 2).
+        self.liveness = max(1, math.ceil(2 * claim_idle))
+
+    def vouch(self, now: int, *, leaving: bool = False) -> tuple[bytes, bytes]:
+        """The group's deadline and a live member's, as of ``now``: a group lives until
+        ``group_expiry`` after its last member left (or was last seen alive)."""
+        if leaving:
+            return b"%d" % (now + self.expiry), b"0"
+        return b"%d" % (now + self.liveness + self.expiry), b"%d" % (now + self.liveness)
 
 
 class StreamDelivery(Delivery):
@@ -154,36 +179,44 @@ class GroupConsumer:
 
     async def start(self) -> None:
         """Create what the group needs in Redis (after a restart too), then start reading."""
-        await self.ensure()
+        _, backlog = await self._ensure(join=True)
+        note_backlog(self._settings.name, self.group, self.pattern, backlog)
         self.wake()
 
     async def ensure(self, *, urgent: bool = False) -> bool:
         """Create the stream, group and consumer if missing and register the pattern for
         publishers; True if the group had to be created. ``urgent`` while the adapter restores
         itself after a reconnect (see `CommandPipe`)."""
-        created = await self._pipe.call(
-            self._scripts.ensure.call(self._pattern, self._group, self._consumer, b"%d" % int(time.time())),
+        created, _ = await self._ensure(urgent=urgent)
+        return created
+
+    async def _ensure(self, *, urgent: bool = False, join: bool = False) -> tuple[bool, int]:
+        created, backlog = await self._pipe.call(
+            self._ensure_call(join),
             resend=not urgent,
             timeout=self._settings.timeout,
             urgent=urgent,
         )
-        return bool(created)
+        return bool(created), int(backlog)
 
-    def refresh(self) -> None:
-        """Vouch for the group's registration (publishers drop groups nobody vouched for
-        within ``group_retention``), recreate what a restarted Redis lost, and take over
-        entries of dead consumers."""
-        self._pipe.send(
-            self._scripts.ensure.call(self._pattern, self._group, self._consumer, b"%d" % int(time.time())),
-            self._refreshed,
-            True,
+    def _ensure_call(self, join: bool = False) -> bytes:
+        now = int(time.time())
+        deadline, alive = self._settings.vouch(now)
+        return self._scripts.ensure.call(
+            self._pattern, self._group, self._consumer, b"%d" % now, deadline, alive, b"1" if join else b"0"
         )
 
-    def _refreshed(self, created: Any) -> None:
-        if isinstance(created, Exception):
-            logger.debug("could not refresh %r: %s", self, created)
+    def refresh(self) -> None:
+        """Vouch for the group and this member (a group nobody vouched for is removed
+        ``group_expiry`` later), recreate what a restarted Redis lost, and take over entries of
+        dead consumers."""
+        self._pipe.send(self._ensure_call(), self._refreshed, True)
+
+    def _refreshed(self, reply: Any) -> None:
+        if isinstance(reply, Exception):
+            logger.debug("could not refresh %r: %s", self, reply)
             return
-        if created:
+        if reply[0]:
             self.recreated()
         self.claim_later()
 
@@ -192,7 +225,7 @@ class GroupConsumer:
         self._cursor = b"0-0"
         logger.warning(
             "%s: consumer group %r on stream %r was gone (Redis lost its data: it runs without "
-            "appendonly persistence, or the group expired): entries it had not delivered or "
+            "appendonly persistence, or no member vouched for it for group_expiry): entries it had not delivered or "
             "acknowledged are lost; recreated it",
             self._settings.name,
             self.group,
@@ -458,12 +491,20 @@ class GroupConsumer:
 
     async def release(self) -> None:
         """Leave the group: what this consumer still holds goes back to the group for the other
-        members, and the group is deleted if nothing is left for it."""
+        members. The group stays: what is published meanwhile waits for the next member, for
+        ``group_expiry`` once no member is left."""
         task = self._task
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
+        now = int(time.time())
         moved = await self._pipe.call(
-            self._scripts.release.call(self._pattern, self._group, self._consumer),
+            self._scripts.release.call(
+                self._pattern,
+                self._group,
+                self._consumer,
+                b"%d" % now,
+                self._settings.vouch(now, leaving=True)[0],
+            ),
             timeout=self._settings.timeout,
         )
         if moved:

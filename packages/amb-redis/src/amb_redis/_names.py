@@ -42,12 +42,15 @@ class Names:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = check_prefix(prefix)
-        #: ZSET pattern -> time (s) a live member last vouched for it: where publishers look for groups.
+        #: ZSET pattern -> the latest deadline of its groups: where publishers look for groups.
         self.groups = f"{prefix}groups"
         #: HASH topic -> space-separated patterns with groups: the publish script's route cache.
         self.routes = f"{prefix}routes"
-        #: HASH "<pattern> <group>" -> time (s) a live member last vouched for that group.
-        self.vouched = f"{prefix}vouched"
+        #: HASH "<pattern> <group>" -> time (s) after which the group is removed: group_expiry
+        #: after its last member left (or, for members that died, after they last vouched).
+        self.deadlines = f"{prefix}deadlines"
+        #: SET of the patterns in `groups` that hold wildcards: all a route lookup matches against.
+        self.wildcards = f"{prefix}wildcards"
 
     def stream(self, pattern: str) -> str:
         """The stream every group on ``pattern`` reads (one Redis consumer group per AMB group)."""

@@ -19,7 +19,8 @@ _COMMON = """
 local PREFIX = '{prefix}'
 local GROUPS = PREFIX .. 'groups'
 local ROUTES = PREFIX .. 'routes'
-local VOUCHED = PREFIX .. 'vouched'
+local DEADLINES = PREFIX .. 'deadlines'
+local WILDCARDS = PREFIX .. 'wildcards'
 local RELEASED = '_released'
 local RECEIVERS = PREFIX .. 'sub:'
 local MAXLEN = {maxlen}
@@ -55,6 +56,27 @@ end
 
 local function failed(r)
   return type(r) == 'table' and r.err ~= nil
+end
+
+local function wildcard(pattern)
+  return string.find(pattern, '[*#]') ~= nil
+end
+
+-- A pattern with groups came or went: an exact one changes only its own topic's cached route,
+-- a wildcard one any route.
+local function routes_changed(pattern)
+  if wildcard(pattern) then
+    redis.call('DEL', ROUTES)
+  else
+    redis.call('HDEL', ROUTES, pattern)
+  end
+end
+
+-- Unregisters a pattern that has no group left.
+local function unregister(pattern)
+  redis.call('ZREM', GROUPS, pattern)
+  redis.call('SREM', WILDCARDS, pattern)
+  routes_changed(pattern)
 end
 
 local function fields_of(list)
@@ -102,28 +124,113 @@ local function trim(stream)
   return redis.call('XLEN', stream)
 end
 
+-- Consumer -> time (s) until which it counts as a live member (it vouches every claim_idle / 2).
+local function members_key(pattern, group)
+  return PREFIX .. 'members:' .. pattern .. ':' .. group
+end
+
+local function live_members(pattern, group, now)
+  local live = {{}}
+  local all = redis.call('HGETALL', members_key(pattern, group))
+  for i = 1, #all, 2 do
+    if tonumber(all[i + 1]) >= now then live[all[i]] = true end
+  end
+  return live
+end
+
+local function count(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
+-- XINFO GROUPS' fields of one group (nil: no such group).
+local function group_info(stream, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if failed(groups) then return nil end
+  for _, g in ipairs(groups) do
+    local h = fields_of(g)
+    if h['name'] == group then return h end
+  end
+  return nil
+end
+
+-- Entries not handled yet: not yet read by the group, or read and not acknowledged.
+local function unread(stream, h)
+  local lag = h['lag']
+  if not lag then lag = #redis.call('XRANGE', stream, '(' .. h['last-delivered-id'], '+') end
+  return lag
+end
+
+-- Removes a group with its backlog, and the stream with its registration once it has no group
+-- left. Returns 1 if there was such a group.
+local function destroy(pattern, group)
+  local stream = PREFIX .. 'stream:' .. pattern
+  local r = redis.pcall('XGROUP', 'DESTROY', stream, group)
+  redis.call('DEL', attempts_key(pattern, group), members_key(pattern, group))
+  redis.call('HDEL', DEADLINES, pattern .. ' ' .. group)
+  local left = redis.pcall('XINFO', 'GROUPS', stream)
+  if failed(left) or #left == 0 then
+    redis.call('DEL', stream, PREFIX .. 'idle:' .. pattern)
+    unregister(pattern)
+  end
+  if failed(r) then return 0 end
+  return r
+end
+
+-- Removes the groups whose deadline passed (group_expiry after their last member left, or
+-- after the last sign of life of members that died without leaving), and patterns without
+-- groups. Returns how many groups it removed.
+local function sweep(now)
+  local removed = 0
+  local deadlines = redis.call('HGETALL', DEADLINES)
+  for i = 1, #deadlines, 2 do
+    if tonumber(deadlines[i + 1]) < now then
+      local pattern, group = string.match(deadlines[i], '^(%S+) (%S+)$')
+      if pattern then
+        removed = removed + destroy(pattern, group)
+      else
+        redis.call('HDEL', DEADLINES, deadlines[i])
+      end
+    end
+  end
+  for _, p in ipairs(redis.call('ZRANGEBYSCORE', GROUPS, '-inf', '(' .. now)) do
+    local groups = redis.pcall('XINFO', 'GROUPS', PREFIX .. 'stream:' .. p)
+    if failed(groups) or #groups == 0 then
+      redis.call('DEL', PREFIX .. 'stream:' .. p, PREFIX .. 'idle:' .. p)
+      unregister(p)
+    end
+  end
+  return removed
+end
+
 -- Publishes data to topic: on Pub/Sub, and on the stream of each pattern with groups that
 -- matches. Returns how many receive it (Pub/Sub receivers plus group streams), the patterns
 -- whose stream is full (or nil) and the matching patterns with groups (space-separated).
--- Routes (topic -> patterns that have groups) are cached in a hash, dropped whenever the set
--- of patterns changes. A stream longer than MAXLEN is trimmed of what its groups
--- acknowledged; if its backlog is still longer, the entry is added all the same (never
--- dropped) and the stream is reported full.
+-- A route (topic -> patterns that have groups) is the topic looked up among exact patterns
+-- plus a match against each wildcard one, so thousands of groups on their own topics cost a
+-- lookup. While wildcard groups exist, routes are cached in a hash (an exact pattern coming or
+-- going drops only its topic's route, a wildcard one every route); without them nothing is
+-- cached, so a publish writes nothing but its stream entries. A stream longer than MAXLEN is
+-- trimmed of what its groups acknowledged; if its backlog is still longer, the entry is added
+-- all the same (never dropped) and the stream is reported full.
 local function publish(topic, data)
   local n = redis.call('PUBLISH', topic, data)
   local route = redis.call('HGET', ROUTES, topic)
   if not route then
-    route = ''
-    local patterns = redis.call('ZRANGE', GROUPS, 0, -1)
-    if #patterns > 0 then
-      local found = {{}}
-      for _, p in ipairs(patterns) do
-        if matches(p, topic) then found[#found + 1] = p end
-      end
-      route = table.concat(found, ' ')
+    local found = {{}}
+    if redis.call('ZSCORE', GROUPS, topic) then found[1] = topic end
+    local wildcards = redis.call('SMEMBERS', WILDCARDS)
+    for _, p in ipairs(wildcards) do
+      if matches(p, topic) then found[#found + 1] = p end
     end
-    if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
-    redis.call('HSET', ROUTES, topic, route)
+    route = table.concat(found, ' ')
+    -- Without wildcard groups the lookup above is as cheap as the cache, and not writing
+    -- keeps a publish free of the append-only file's fsync (appendfsync always).
+    if #wildcards > 0 then
+      if redis.call('HLEN', ROUTES) >= {max_routes} then redis.call('DEL', ROUTES) end
+      redis.call('HSET', ROUTES, topic, route)
+    end
   end
   local full = nil
   if route ~= '' then
@@ -186,12 +293,18 @@ end
 return lengths
 """
 
-# ARGV: pattern, group, consumer, now. Creates the stream, the consumer group (reading only
-# entries added from now on) and the consumer, and registers the pattern for publishers.
-# Returns 1 if the group was created, 0 if it existed.
+# ARGV: pattern, group, consumer, now, the group's deadline, the consumer's, whether to count
+# the backlog. Creates the stream, the consumer group (reading only entries added from now on)
+# and the consumer, registers the pattern for publishers, and vouches for the group (it lives
+# until its deadline unless vouched for again) and for the consumer as a live member. A group
+# past its deadline that no sweep has removed yet is removed first: nobody joins an expired
+# backlog. Returns {1 if the group was created else 0, its backlog (0 unless asked)}.
 _ENSURE = """
-local pattern, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pattern, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local deadline, alive = tonumber(ARGV[5]), ARGV[6]
 local stream = PREFIX .. 'stream:' .. pattern
+local was = redis.call('HGET', DEADLINES, pattern .. ' ' .. group)
+if was and tonumber(was) < now then destroy(pattern, group) end
 local created = 1
 local r = redis.pcall('XGROUP', 'CREATE', stream, group, '$', 'MKSTREAM')
 if failed(r) then
@@ -199,9 +312,16 @@ if failed(r) then
   created = 0
 end
 redis.call('XGROUP', 'CREATECONSUMER', stream, group, consumer)
-if redis.call('ZADD', GROUPS, now, pattern) == 1 then redis.call('DEL', ROUTES) end
-redis.call('HSET', VOUCHED, pattern .. ' ' .. group, now)
-return created
+if redis.call('ZADD', GROUPS, 'GT', deadline, pattern) == 1 then routes_changed(pattern) end
+if wildcard(pattern) and redis.call('SADD', WILDCARDS, pattern) == 1 then redis.call('DEL', ROUTES) end
+redis.call('HSET', DEADLINES, pattern .. ' ' .. group, deadline)
+redis.call('HSET', members_key(pattern, group), consumer, alive)
+local backlog = 0
+if ARGV[7] == '1' and created == 0 then
+  local h = group_info(stream, group)
+  if h then backlog = unread(stream, h) + h['pending'] end
+end
+return {{created, backlog}}
 """
 
 # ARGV: pattern, group, consumer, entry id. After a handler failed: count the failure and
@@ -297,14 +417,18 @@ end
 return {{r[1], keep, failures}}
 """
 
-# ARGV: pattern, group, consumer. A member leaves: hand what it still holds to the group
-# (pending under RELEASED with a huge idle time, so the next XAUTOCLAIM by any member takes
-# it) and wake the other members; then, if no member is left and nothing is pending or
-# unread, delete the group, and the stream with its registration once it has no group left.
-# Returns the number of entries handed over.
+# ARGV: pattern, group, consumer, now, deadline. A member leaves: hand what it still holds to
+# the group (pending under RELEASED with a huge idle time, so the next XAUTOCLAIM by any member
+# takes it) and wake the other members. The group stays, keeping what is published for it until
+# a member joins again; if no live member is left it now lives until the deadline (group_expiry
+# from now). Returns the number of entries handed over.
 _RELEASE = """
-local pattern, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local pattern, group, consumer, now, deadline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local stream = PREFIX .. 'stream:' .. pattern
+redis.call('HDEL', members_key(pattern, group), consumer)
+if count(live_members(pattern, group, now)) == 0 and redis.call('HEXISTS', DEADLINES, pattern .. ' ' .. group) == 1 then
+  redis.call('HSET', DEADLINES, pattern .. ' ' .. group, deadline)
+end
 local p = redis.pcall('XPENDING', stream, group, '-', '+', 100, consumer)
 if failed(p) then return 0 end
 local moved = 0
@@ -324,63 +448,71 @@ while #p > 0 do
   p = redis.call('XPENDING', stream, group, '-', '+', 100, consumer)
 end
 redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
-if moved > 0 then
-  redis.call('PUBLISH', PREFIX .. 'wake:' .. pattern, 'claim')
-  return moved
-end
-local info = nil
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-  local h = fields_of(g)
-  if h['name'] == group then info = h end
-end
-if not info or info['pending'] > 0 then return 0 end
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
-  if fields_of(c)['name'] ~= RELEASED then return 0 end
-end
-if #redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1) > 0 then return 0 end
-redis.call('XGROUP', 'DESTROY', stream, group)
-redis.call('DEL', attempts_key(pattern, group))
-redis.call('HDEL', VOUCHED, pattern .. ' ' .. group)
-if #redis.call('XINFO', 'GROUPS', stream) == 0 then
-  redis.call('DEL', stream, PREFIX .. 'idle:' .. pattern)
-  if redis.call('ZREM', GROUPS, pattern) == 1 then redis.call('DEL', ROUTES) end
-end
-return 0
+if moved > 0 then redis.call('PUBLISH', PREFIX .. 'wake:' .. pattern, 'claim') end
+return moved
 """
 
-# ARGV: cutoff (s). Forgets groups no live member has vouched for since cutoff (their members
-# are gone without leaving, e.g. crashed): a dead group would otherwise keep its backlog, and
-# hold up the stream's publishers once that reaches stream_maxlen. Then forgets patterns nobody
-# vouched for: deletes their streams and registration.
+# ARGV: now (s). Removes the groups whose deadline passed (see `sweep`).
 _SWEEP = """
-local cutoff = tonumber(ARGV[1])
-local vouched = redis.call('HGETALL', VOUCHED)
-for i = 1, #vouched, 2 do
-  if tonumber(vouched[i + 1]) < cutoff then
-    local pattern, group = string.match(vouched[i], '^(%S+) (%S+)$')
-    if pattern then
-      redis.pcall('XGROUP', 'DESTROY', PREFIX .. 'stream:' .. pattern, group)
-      redis.call('DEL', attempts_key(pattern, group))
-    end
-    redis.call('HDEL', VOUCHED, vouched[i])
-  end
-end
-local dead = redis.call('ZRANGEBYSCORE', GROUPS, '-inf', '(' .. ARGV[1])
-for _, p in ipairs(dead) do
-  local stream = PREFIX .. 'stream:' .. p
-  local groups = redis.pcall('XINFO', 'GROUPS', stream)
-  if not failed(groups) then
-    for _, g in ipairs(groups) do
-      local name = fields_of(g)['name']
-      redis.call('DEL', attempts_key(p, name))
-      redis.call('HDEL', VOUCHED, p .. ' ' .. name)
+return sweep(tonumber(ARGV[1]))
+"""
+
+# ARGV: now (s). Sweeps, then returns every group as {pattern, group, live members, backlog}.
+_LIST = """
+local now = tonumber(ARGV[1])
+sweep(now)
+local out = {{}}
+local deadlines = redis.call('HGETALL', DEADLINES)
+for i = 1, #deadlines, 2 do
+  local pattern, group = string.match(deadlines[i], '^(%S+) (%S+)$')
+  if pattern then
+    local stream = PREFIX .. 'stream:' .. pattern
+    local h = group_info(stream, group)
+    if h then
+      out[#out + 1] = {{pattern, group, count(live_members(pattern, group, now)), unread(stream, h) + h['pending']}}
     end
   end
-  redis.call('ZREM', GROUPS, p)
-  redis.call('DEL', stream, PREFIX .. 'idle:' .. p)
 end
-if #dead > 0 then redis.call('DEL', ROUTES) end
-return #dead
+return out
+"""
+
+# ARGV: pattern, group, now. Drops what waits for the group: entries it has not read, and
+# entries read and not acknowledged by a live member (handed back, or held by a member that
+# died). Returns how many.
+_PURGE = """
+local pattern, group, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local stream = PREFIX .. 'stream:' .. pattern
+local h = group_info(stream, group)
+if not h then return 0 end
+local dropped = unread(stream, h)
+redis.call('XGROUP', 'SETID', stream, group, '$')
+local live = live_members(pattern, group, now)
+local attempts = attempts_key(pattern, group)
+local start = '-'
+while true do
+  local p = redis.call('XPENDING', stream, group, start, '+', 100)
+  if #p == 0 then break end
+  for _, e in ipairs(p) do
+    if not live[e[2]] then
+      redis.call('XACK', stream, group, e[1])
+      redis.call('HDEL', attempts, e[1])
+      dropped = dropped + 1
+    end
+  end
+  start = '(' .. p[#p][1]
+end
+return dropped
+"""
+
+# ARGV: pattern, group, now. Removes the group with its backlog unless it has live members
+# (then the error AMBINUSE <members>). Returns 1 if there was such a group, else 0.
+_DELETE = """
+local pattern, group, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local live = count(live_members(pattern, group, now))
+if live > 0 and group_info(PREFIX .. 'stream:' .. pattern, group) then
+  return redis.error_reply('AMBINUSE ' .. live)
+end
+return destroy(pattern, group)
 """
 
 
@@ -438,6 +570,9 @@ class Scripts:
         self.recover = build(_RECOVER)
         self.release = build(_RELEASE)
         self.sweep = build(_SWEEP)
+        self.list = build(_LIST)
+        self.purge = build(_PURGE)
+        self.delete = build(_DELETE)
         self.all = (
             self.publish,
             self.counted,
@@ -450,4 +585,7 @@ class Scripts:
             self.recover,
             self.release,
             self.sweep,
+            self.list,
+            self.purge,
+            self.delete,
         )

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 from redis.exceptions import ResponseError
 
 from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.errors import BrokerUnavailableError
+from amb_core.errors import BrokerUnavailableError, GroupInUseError
+from amb_core.groups import GroupInfo
 from amb_core.link import Link
 from amb_core.logs import message_fields
 from amb_core.message import Message
@@ -58,14 +59,16 @@ class RedisBroker(BrokerAdapter):
     for TLS; query options (``?ssl_cert_reqs=none``...) and extra keyword ``redis_options``
     go to redis-py's connection unchanged.
 
-    Options: the failure-policy ones every adapter takes (``max_attempts``, ``connect_timeout``,
-    ``outage_timeout``, ``outage_buffer``: see `amb_core.policy.Policy`); ``prefix`` of every
+    Options: the ones every adapter takes (``max_attempts``, ``connect_timeout``,
+    ``outage_timeout``, ``outage_buffer``, ``group_expiry``: see `amb_core.policy.Policy`; a
+    group no member has joined for ``group_expiry`` is removed with its backlog by the bus's own
+    bookkeeping in Redis, see `amb_redis._scripts`); ``prefix`` of every
     Redis key AMB uses; ``stream_maxlen``, the backlog (entries not yet acknowledged by every
     group) at which a group stream's publishers wait for its consumers; ``dead_letter_maxlen``,
     the approximate cap of dead-letter streams; ``prefetch``, how many entries a grouped
     subscription holds at once (default twice its concurrency); ``claim_idle``, seconds after
-    which a dead consumer's entries are taken over by its group; ``group_retention``, seconds
-    after which a group that no live member refreshed is deleted; ``close_timeout``, seconds
+    which a dead consumer's entries are taken over by its group (and twice which a member that
+    stopped vouching for itself no longer counts as live); ``close_timeout``, seconds
     `disconnect` waits for queued publishes to reach Redis; ``max_pending``, commands in flight
     before fire-and-forget publishers wait; ``max_message_size``, the largest encoded message
     `publish` sends (default `DEFAULT_MAX_MESSAGE_SIZE`, 8 MiB).
@@ -88,7 +91,6 @@ class RedisBroker(BrokerAdapter):
         dead_letter_maxlen: int = 100_000,
         prefetch: int | None = None,
         claim_idle: float = 30.0,
-        group_retention: float = 86_400.0,
         close_timeout: float = 5.0,
         max_pending: int = 4096,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -100,13 +102,18 @@ class RedisBroker(BrokerAdapter):
                 "'outage_timeout', and how long connecting may take 'connect_timeout' (failure-policy "
                 "options, the same on every adapter)"
             )
+        if "group_retention" in options:
+            raise TypeError(
+                "RedisBroker has no 'group_retention' option any more: a group no member has joined for "
+                "'group_expiry' seconds is removed (an option every adapter takes, default a week)"
+            )
         super().__init__(**{name: options.pop(name) for name in list(options) if name in Policy.NAMES})
         if prefetch is not None and prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         if min(stream_maxlen, dead_letter_maxlen, max_pending) < 1:
             raise ValueError("stream_maxlen, dead_letter_maxlen and max_pending must be positive")
-        if min(claim_idle, group_retention) <= 0 or close_timeout < 0:
-            raise ValueError("claim_idle and group_retention must be positive, close_timeout not negative")
+        if claim_idle <= 0 or close_timeout < 0:
+            raise ValueError("claim_idle must be positive, close_timeout not negative")
         if (
             isinstance(max_message_size, bool)
             or not isinstance(max_message_size, int)
@@ -122,7 +129,6 @@ class RedisBroker(BrokerAdapter):
         self._link = self.link = Link(self._connector.name)
         self._prefetch = prefetch
         self._claim_idle = claim_idle
-        self._group_retention = group_retention
         self._close_timeout = close_timeout
         self._max_pending = max_pending
         self._id = uuid.uuid4().hex[:12]
@@ -205,8 +211,11 @@ class RedisBroker(BrokerAdapter):
             prefetch=self._prefetch,
             claim_idle=self._claim_idle,
             timeout=self.policy.outage_timeout,
+            expiry=self.policy.group_expiry,
             ready=lambda: pubsub.restored,
         )
+        # Groups that expired while no bus of theirs ran go now (see `list_groups`).
+        pipe.send(self._scripts.sweep.call(b"%d" % int(time.time())), None, False)
 
     async def disconnect(self) -> None:
         for subscription in [*self._ungrouped, *self._consumers]:
@@ -526,11 +535,46 @@ class RedisBroker(BrokerAdapter):
         finally:
             self._restoring = None
 
+    # -- groups over time (amb_core.groups) ---------------------------------------------------
+
+    async def list_groups(self) -> list[GroupInfo]:
+        rows = await self._command_pipe().call(self._scripts.list.call(b"%d" % int(time.time())))
+        groups = [
+            GroupInfo(group.decode(), pattern.decode(), int(members), int(backlog))
+            for pattern, group, members, backlog in rows
+        ]
+        return sorted(groups, key=lambda info: (info.group, info.pattern))
+
+    async def purge_group(self, group: str, pattern: str) -> int:
+        dropped = await self._command_pipe().call(
+            self._scripts.purge.call(pattern.encode(), group.encode(), b"%d" % int(time.time()))
+        )
+        return int(dropped)
+
+    async def delete_group(self, group: str, pattern: str) -> bool:
+        try:
+            deleted = await self._command_pipe().call(
+                self._scripts.delete.call(pattern.encode(), group.encode(), b"%d" % int(time.time()))
+            )
+        except ResponseError as error:
+            if not str(error).startswith("AMBINUSE"):
+                raise
+            members = str(error).split()[-1]
+            raise GroupInUseError(
+                f"group {group!r} on {pattern!r} has {members} running members: stop them before deleting it"
+            ) from None
+        return bool(deleted)
+
+    def _command_pipe(self) -> CommandPipe:
+        if self._pipe is None:
+            raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
+        return self._pipe
+
     # -- group upkeep -----------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        """While this adapter has grouped subscriptions: keep their registrations fresh, forget
-        groups whose members all died long ago, take over entries of dead consumers and trim
+        """While this adapter has grouped subscriptions: keep their registrations fresh, remove
+        groups no member joined for their ``group_expiry``, take over entries of dead consumers and trim
         what every group acknowledged."""
         interval = self._claim_idle / 2
         while self._consumers:
@@ -546,8 +590,7 @@ class RedisBroker(BrokerAdapter):
                 patterns = {consumer.pattern.encode() for consumer in self._consumers.values()}
                 at_least = b"%d" % self._stream_maxlen  # a stream is trimmed once it reaches its cap
                 pipe.send(self._scripts.trim.call(at_least, *sorted(patterns)), None, False)
-                cutoff = int(time.time()) - int(self._group_retention)
-                pipe.send(self._scripts.sweep.call(b"%d" % cutoff), None, False)
+                pipe.send(self._scripts.sweep.call(b"%d" % int(time.time())), None, False)
             except BrokerUnavailableError:
                 break  # closing
         self._ticker = None

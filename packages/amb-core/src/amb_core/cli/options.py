@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from amb_core.bus import MessageBus
 from amb_core.cli.running import ExitCode, UsageError
 from amb_core.errors import AdapterNotInstalledError, InvalidTopicError, scrub
+from amb_core.keys import validate_key
 from amb_core.message import MessagePriority
 from amb_core.topics import validate_group, validate_pattern, validate_topic
 
@@ -104,6 +105,13 @@ def _checked(check: Callable[[str], object], what: str) -> Callable[[str], str]:
 topic = _checked(validate_topic, "topic")
 pattern = _checked(validate_pattern, "pattern")
 group = _checked(validate_group, "group")
+
+
+def key(value: str) -> str:
+    try:
+        return validate_key(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def priority(value: str) -> MessagePriority:

@@ -32,6 +32,11 @@ def register(commands: options.Commands) -> None:
     parser.add_argument("--sender", help="who sends it")
     parser.add_argument("--ttl", type=options.seconds, help="seconds the message may wait for delivery")
     parser.add_argument(
+        "--key",
+        type=options.key,
+        help="ordering key: messages with the same key reach every subscription, and each group, in order",
+    )
+    parser.add_argument(
         "--count", type=options.positive_int, default=1, help="publish it N times (with -, each line)"
     )
     parser.set_defaults(action=publish)
@@ -45,6 +50,7 @@ def publish_options(arguments: argparse.Namespace) -> dict[str, Any]:
         "priority": arguments.priority,
         "sender": arguments.sender,
         "ttl": arguments.ttl,
+        "key": arguments.key,
     }
     return {name: value for name, value in chosen.items() if value is not None}
 

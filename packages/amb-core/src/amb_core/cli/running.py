@@ -1,10 +1,10 @@
 """Running a subcommand: exit codes, one-line errors, Ctrl-C.
 
 Exit codes (also in the README and ``amb --help``): 0 done, 1 usage (bad arguments, URL,
-topic or payload; an adapter that is not installed), 2 broker unavailable (or refusing the
-credentials), 3 timeout (no reply to ``amb request``, or nobody receives it), 4 the handler of
-the request failed (its error is the line), 130 interrupted (Ctrl-C; `amb sub` ends with 0,
-Ctrl-C being how one stops watching).
+topic or payload; an adapter that is not installed; a group that is not there or in use), 2
+broker unavailable (or refusing the credentials), 3 timeout (no reply to ``amb request``, or
+nobody receives it), 4 the handler of the request failed (its error is the line), 130
+interrupted (Ctrl-C; `amb sub` ends with 0, Ctrl-C being how one stops watching).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from amb_core.errors import (
     BrokerRefusedError,
     BrokerUnavailableError,
     BusClosedError,
+    GroupInUseError,
     InvalidPayloadError,
     InvalidTopicError,
     RemoteHandlerError,
@@ -55,6 +56,8 @@ _EXIT_CODES: list[tuple[type[BaseException], ExitCode]] = [
     (InvalidTopicError, ExitCode.USAGE),
     (InvalidPayloadError, ExitCode.USAGE),
     (AdapterNotInstalledError, ExitCode.USAGE),
+    (GroupInUseError, ExitCode.USAGE),
+    (NotImplementedError, ExitCode.USAGE),  # what a third-party adapter cannot do (amb groups)
     (BrokerUnavailableError, ExitCode.UNAVAILABLE),
     (BrokerRefusedError, ExitCode.UNAVAILABLE),
     (BusClosedError, ExitCode.UNAVAILABLE),
