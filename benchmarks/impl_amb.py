@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness import now_ns, package_versions
 from scenarios import (
@@ -156,21 +156,29 @@ class AmbOtelSampledImpl(AmbOtelImpl):
 
 
 def _sdk_telemetry(sampled: float) -> Middleware:
+    from amb_opentelemetry import telemetry
+
+    tracer_provider, meter_provider = sdk_providers(sampled)
+    return telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+def sdk_providers(sampled: float = 1.0) -> tuple[Any, Any]:
+    """The SDK as an application would set it up, less the export itself: a `TracerProvider`
+    with the SDK's default sampler, ``ParentBased(ALWAYS_ON)`` (``ParentBased(TraceIdRatioBased(
+    sampled))`` below 1) and a `BatchSpanProcessor` with its default queue and batch sizes
+    feeding an exporter that drops spans; a `MeterProvider` aggregating for a reader."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-    from amb_opentelemetry import telemetry
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
     class Dropping(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
-
-    sampler = ALWAYS_ON if sampled >= 1 else ParentBased(TraceIdRatioBased(sampled))
-    tracer_provider = TracerProvider(sampler=sampler)
+    root = ALWAYS_ON if sampled >= 1 else TraceIdRatioBased(sampled)
+    tracer_provider = TracerProvider(sampler=ParentBased(root))  # the SDK's default: parent-based
     tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    return telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return tracer_provider, meter_provider

@@ -201,7 +201,11 @@ class Chain:
             await send(message)
             return
         middleware = self.middlewares[index]
-        step = _Step(partial(self.publish, send=send, index=index + 1))
+        # The last middleware's call_next is ``send`` itself: one coroutine less per message.
+        rest = (
+            send if index + 1 == len(self.middlewares) else partial(self.publish, send=send, index=index + 1)
+        )
+        step = _Step(rest)
         try:
             await middleware.publish(self._bus, message, step)
         except Exception as error:
@@ -245,7 +249,8 @@ class Chain:
             await run(message)
             return
         middleware = self.middlewares[index]
-        step = _Step(partial(self._handle_from, handling=handling, run=run, index=index + 1))
+        last = index + 1 == len(self.middlewares)
+        step = _Step(run if last else partial(self._handle_from, handling=handling, run=run, index=index + 1))
         try:
             await middleware.handle(self._bus, message, handling, step)
         except Exception as error:
