@@ -26,6 +26,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.protocol.admin import DeleteGroupsRequest  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
+from amb_core.backoff import backoff_delays
 from amb_core.errors import GroupInUseError, InvalidTopicError
 from amb_core.groups import GroupInfo
 from amb_core.topics import validate_group, validate_pattern
@@ -186,8 +187,7 @@ class Groups:
         the group yet (a fresh broker creates its offsets topic at the first group) is asked
         again for up to `COORDINATOR_WAIT` seconds, as a consumer joining the group would be."""
         deadline = time.monotonic() + COORDINATOR_WAIT
-        pause = 0.1
-        while True:
+        for pause in backoff_delays(0.1, 1.0):
             try:
                 [response] = await self._admin.describe_consumer_groups([consumer_group])
                 offsets = await self._admin.list_consumer_group_offsets(consumer_group)
@@ -195,9 +195,9 @@ class Groups:
                 if time.monotonic() + pause > deadline:
                     raise
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
                 continue
             return response, offsets
+        raise AssertionError("backoff_delays is endless")
 
     async def _look(self, consumer_group: str, group: str, pattern: str, *, expire: bool) -> GroupInfo | None:
         members, offsets = await self._state(consumer_group)
