@@ -53,10 +53,10 @@ from amb_core.backoff import backoff_delays
 from amb_core.errors import AMBError, BrokerUnavailableError, MessageTooLargeError
 from amb_core.message import Message
 from amb_core.wire import encode
-from amb_kafka.boundary import MAPPED, Boundary, is_unreachable
+from amb_kafka._errors import MAPPED, Boundary, is_unreachable
 
 if TYPE_CHECKING:
-    from amb_kafka.health import Health
+    from amb_kafka._health import Health
 
 logger = logging.getLogger("amb.kafka")
 

@@ -25,7 +25,7 @@ from aiokafka.conn import CloseReason  # type: ignore[import-untyped]
 
 from amb_core.backoff import backoff_delays
 from amb_core.link import Link
-from amb_kafka import quiet
+from amb_kafka import _quiet
 
 logger = logging.getLogger("amb.kafka")
 
@@ -49,13 +49,13 @@ class Health:
     def open(self) -> None:
         """Start watching (the adapter connected)."""
         self._open = True
-        quiet.watch(self)
+        _quiet.watch(self)
         _healths.setdefault(self.link.name, weakref.WeakSet()).add(self)
 
     async def close(self) -> None:
         """Stop watching and probing (the adapter is disconnecting)."""
         self._open = False
-        quiet.forget(self)
+        _quiet.forget(self)
         _healths.get(self.link.name, weakref.WeakSet()).discard(self)
         task, self._task = self._task, None
         if task is not None:
@@ -122,7 +122,7 @@ class Health:
                     continue
                 if not self.link.up:
                     self._outage = None
-                    self._quiet_until = time.monotonic() + quiet.GRACE
+                    self._quiet_until = time.monotonic() + _quiet.GRACE
                     self.link.restored()
                     _back(self)
                 return

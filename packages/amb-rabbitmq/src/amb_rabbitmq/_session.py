@@ -16,7 +16,7 @@ Channels, each with one job:
 - ``fast``: no confirms. Fire-and-forget publishes go here: writing the frame is the whole cost.
 - ``consume``: every subscription's consumer, each with its own prefetch (``basic.qos`` before
   each ``basic.consume`` applies to that consumer only), and their acknowledgements, which
-  `amb_rabbitmq.acks.Acknowledger` coalesces across all of them.
+  `amb_rabbitmq._acks.Acknowledger` coalesces across all of them.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from amb_rabbitmq.acks import Acknowledger
-from amb_rabbitmq.boundary import Boundary
-from amb_rabbitmq.decoding import SharedDecoder
-from amb_rabbitmq.naming import Names
-from amb_rabbitmq.quiet import ours
+from amb_rabbitmq._acks import Acknowledger
+from amb_rabbitmq._decoding import SharedDecoder
+from amb_rabbitmq._errors import Boundary
+from amb_rabbitmq._naming import Names
+from amb_rabbitmq._quiet import ours
 
 logger = logging.getLogger("amb.rabbitmq")
 
@@ -109,7 +109,7 @@ class Session:
         open: what was opened is closed in a task of its own, which a cancellation cannot stop.
         """
         loop = asyncio.get_running_loop()
-        # Everything aiormq starts for this connection inherits the mark (see quiet.py).
+        # Everything aiormq starts for this connection inherits the mark (see _quiet.py).
         with ours(boundary):
             # In a task of its own, never cancelled: aiormq cancelled halfway through its
             # handshake can leave the socket open. Given up on, it ends by its own ``timeout``

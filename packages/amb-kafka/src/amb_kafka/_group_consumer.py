@@ -21,18 +21,18 @@ from amb_core.backoff import backoff_delays
 from amb_core.errors import AMBError, BrokerUnavailableError
 from amb_core.groups import note_backlog
 from amb_core.subscription import Subscription
-from amb_kafka.admin import TopicAdmin
-from amb_kafka.boundary import MAPPED, Boundary
-from amb_kafka.complaints import complain, unexpected
-from amb_kafka.deadletter import DeadLetters
-from amb_kafka.delivery import KafkaDelivery
-from amb_kafka.fetching import keep_fetching
-from amb_kafka.lifetime import Groups, stamped
-from amb_kafka.naming import group_id, topic_regex, wildcard
-from amb_kafka.offsets import PartitionTracker
+from amb_kafka._admin import TopicAdmin
+from amb_kafka._complaints import complain, unexpected
+from amb_kafka._dead_letters import DeadLetters
+from amb_kafka._delivery import KafkaDelivery
+from amb_kafka._errors import MAPPED, Boundary
+from amb_kafka._fetching import keep_fetching
+from amb_kafka._lifetime import Groups, stamped
+from amb_kafka._naming import group_id, topic_regex, wildcard
+from amb_kafka._offsets import PartitionTracker
 
 if TYPE_CHECKING:
-    from amb_kafka.health import Health
+    from amb_kafka._health import Health
 
 logger = logging.getLogger("amb.kafka")
 
@@ -43,7 +43,7 @@ _REBALANCED = (CommitFailedError, IllegalStateError, ConsumerStoppedError)
 _STAMP_TIMEOUT = 5.0
 
 #: Wildcard group members of this process, so a topic created here is discovered at once.
-_wildcard_members: weakref.WeakSet[GroupMember] = weakref.WeakSet()
+_wildcard_members: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
 
 
 def topic_created() -> None:
@@ -56,7 +56,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     (a rebalance completing as its consumer closes), so they are given that consumer rather than
     looking it up, and whatever they raise is the member's to report, not aiokafka's."""
 
-    def __init__(self, member: GroupMember, consumer: Any) -> None:
+    def __init__(self, member: GroupConsumer, consumer: Any) -> None:
         self._member = member
         self._consumer = consumer
 
@@ -73,7 +73,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._member.rebalance_failed("taking its partitions", error)
 
 
-class GroupMember:
+class GroupConsumer:
     """One grouped subscription: a consumer in the group ``<group>.<pattern>``.
 
     A partition nobody in the group has committed yet starts at its end offset if its topic
@@ -139,7 +139,7 @@ class GroupMember:
             self._known_topics = {pattern}
         group = self.subscription.group
         assert group is not None
-        # An expired group is deleted first: nobody joins its backlog (amb_kafka.lifetime).
+        # An expired group is deleted first: nobody joins its backlog (amb_kafka._lifetime).
         backlog = await self._lifetime.before_joining(group, pattern)
         consumer = AIOKafkaConsumer(**options)
         self._health.watch(consumer._client)
@@ -389,7 +389,7 @@ class GroupMember:
     async def _stamp_positions(self) -> None:
         """Commit again, with the time, what this member has committed of the partitions it
         holds and has nothing new for: the group's ``group_expiry`` counts from the last member
-        leaving (see amb_kafka.lifetime)."""
+        leaving (see amb_kafka._lifetime)."""
         consumer = self._consumer
         if consumer is None:
             return

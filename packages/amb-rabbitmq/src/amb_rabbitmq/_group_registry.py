@@ -31,7 +31,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from amb_core.errors import GroupInUseError
 from amb_core.groups import GroupInfo
-from amb_rabbitmq.naming import Names
+from amb_rabbitmq._naming import Names
 
 logger = logging.getLogger("amb")
 

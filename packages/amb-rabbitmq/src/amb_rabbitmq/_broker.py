@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Callable, Coroutine
+from dataclasses import fields
 from functools import partial
 from typing import Any, ClassVar
 
@@ -33,13 +33,16 @@ from amb_core.message import Message
 from amb_core.policy import Policy
 from amb_core.subscription import Subscription
 from amb_core.wire import encode
-from amb_rabbitmq.boundary import CLIENT_ERRORS, Boundary, is_refusal
-from amb_rabbitmq.consumer import Consumer
-from amb_rabbitmq.groups import GroupRegistry
-from amb_rabbitmq.naming import Names
-from amb_rabbitmq.options import Options
-from amb_rabbitmq.properties import properties_for
-from amb_rabbitmq.session import Session
+from amb_rabbitmq._consumer import QueueConsumer
+from amb_rabbitmq._errors import CLIENT_ERRORS, Boundary, is_refusal
+from amb_rabbitmq._fanout import FanoutReader
+from amb_rabbitmq._group_consumer import GroupConsumer
+from amb_rabbitmq._group_registry import GroupRegistry
+from amb_rabbitmq._naming import Names
+from amb_rabbitmq._options import BROKER_DEFAULT_MAX_MESSAGE_SIZE, Options
+from amb_rabbitmq._properties import properties_for
+from amb_rabbitmq._reply_inbox import ReplyInbox
+from amb_rabbitmq._session import Session
 
 logger = logging.getLogger("amb.rabbitmq")
 
@@ -60,8 +63,22 @@ class RabbitMQBroker(BrokerAdapter):
     #: Always set (by __init__): this adapter has a connection to report on.
     link: Link
 
-    def __init__(self, url: str = "amqp://guest:guest@localhost/", **options: Any) -> None:
-        policy_options = {name: options.pop(name) for name in list(options) if name in Policy.NAMES}
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@localhost/",
+        *,
+        exchange: str = "amb",
+        prefetch: int | None = None,
+        persistent: bool = True,
+        max_message_size: int = BROKER_DEFAULT_MAX_MESSAGE_SIZE,
+        **policy_options: Any,
+    ) -> None:
+        unknown = sorted(set(policy_options) - Policy.NAMES)
+        if unknown:
+            own = [field.name for field in fields(Options)]
+            raise TypeError(
+                f"RabbitMQBroker got unknown options {unknown}; it takes {sorted({*own, *Policy.NAMES})}"
+            )
         super().__init__(**policy_options)
         try:
             parsed = URL(url)
@@ -72,7 +89,9 @@ class RabbitMQBroker(BrokerAdapter):
         if parsed.scheme.lower() not in ("amqp", "amqps"):
             raise ValueError(f"RabbitMQBroker needs an amqp:// or amqps:// URL, not {self._display_url!r}")
         self.url = url
-        self.options = Options.parse(options)
+        self.options = Options(
+            exchange=exchange, prefetch=prefetch, persistent=persistent, max_message_size=max_message_size
+        )
         self.names = Names(self.options.exchange)
         self.max_message_size = self.options.max_message_size
         # As aiormq reads it: the path without its slashes, "/" when there is none.
@@ -83,7 +102,7 @@ class RabbitMQBroker(BrokerAdapter):
         self._persistent = self.options.persistent
         self._session: Session | None = None
         self._session_numbers = itertools.count(1)
-        self._consumers: dict[str, Consumer] = {}
+        self._consumers: dict[str, QueueConsumer] = {}
         self._open = False
         self._lock: asyncio.Lock | None = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -157,7 +176,7 @@ class RabbitMQBroker(BrokerAdapter):
         return session
 
     @staticmethod
-    async def _restore(consumer: Consumer, session: Session) -> None:
+    async def _restore(consumer: QueueConsumer, session: Session) -> None:
         try:
             await consumer.start(session)
         except aiormq.exceptions.AMQPChannelError:
@@ -351,13 +370,7 @@ class RabbitMQBroker(BrokerAdapter):
 
     async def subscribe(self, subscription: Subscription) -> None:
         assert self._lock is not None
-        consumer = Consumer(
-            subscription,
-            self.names,
-            self.options.prefetch_for(subscription.concurrency),
-            self._registry,
-            self.policy.group_expiry,
-        )
+        consumer = self._consumer_for(subscription)
         # Registered first, so that a reconnect from now on restores it too.
         self._consumers[subscription.id] = consumer
         loop = asyncio.get_running_loop()
@@ -393,6 +406,15 @@ class RabbitMQBroker(BrokerAdapter):
             self._spawn(self._retire(consumer))
             raise
 
+    def _consumer_for(self, subscription: Subscription) -> QueueConsumer:
+        """The consumer of ``subscription``'s role (its queue and how it is consumed)."""
+        if subscription.is_inbox:
+            return ReplyInbox(subscription, self.names)
+        prefetch = self.options.prefetch_for(subscription.concurrency)
+        if subscription.group is None:
+            return FanoutReader(subscription, self.names, prefetch)
+        return GroupConsumer(subscription, self.names, prefetch, self._registry, self.policy.group_expiry)
+
     async def unsubscribe(self, subscription: Subscription) -> None:
         consumer = self._consumers.pop(subscription.id, None)
         if consumer is None:
@@ -401,37 +423,19 @@ class RabbitMQBroker(BrokerAdapter):
         consumer.active = False
         await self._retire(consumer, release_later=True)
 
-    async def _retire(self, consumer: Consumer, *, release_later: bool = False) -> None:
+    async def _retire(self, consumer: QueueConsumer, *, release_later: bool = False) -> None:
         """Cancel ``consumer`` and hand back what it received but the bus did not handle."""
         try:
             await consumer.stop()
         except CLIENT_ERRORS as error:  # the connection went, and the consumer with it
             logger.debug("cancelling the consumer of queue %s failed: %r", consumer.queue, error)
             return
-        if consumer.subscription.is_inbox:
-            return  # nothing to hand back: replies are not acknowledged
-        if consumer.grouped:
-            self._spawn(self._note_left(consumer))
+        if isinstance(consumer, GroupConsumer):
+            self._spawn(consumer.note_left(self._session))
         if release_later:
             self._spawn(consumer.release())
         else:
             await consumer.release()
-
-    async def _note_left(self, consumer: Consumer) -> None:
-        """A member left: if it was the last, the registry learns since when the group has had
-        none (`amb_rabbitmq.groups`)."""
-        session, group = self._session, consumer.subscription.group
-        if session is None or group is None:
-            return
-        pattern = consumer.subscription.pattern
-        try:
-            counts = await self._registry.counts(await session.setup_channel(), group, pattern)
-            if counts is not None and counts[0] == 0:
-                await self._registry.note(
-                    await session.setup_channel(), group, pattern, self.policy.group_expiry, time.time()
-                )
-        except CLIENT_ERRORS as error:
-            logger.debug("could not note that group %r on %r has no member: %r", group, pattern, error)
 
     # ------------------------------------------------------------------ groups over time
 
@@ -470,7 +474,7 @@ class RabbitMQBroker(BrokerAdapter):
                 logger.warning("RabbitMQ cancelled the consumer of queue %s; restoring it", consumer.queue)
                 self._spawn(self._restart(consumer, session))
 
-    async def _restart(self, consumer: Consumer, session: Session) -> None:
+    async def _restart(self, consumer: QueueConsumer, session: Session) -> None:
         assert self._lock is not None
         async with self._lock:
             if consumer.active and session is self._session:
