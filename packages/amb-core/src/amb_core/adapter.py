@@ -1,10 +1,50 @@
-"""The interface a broker adapter implements.
+"""Everything a broker adapter needs, in one module (as `anyio.abc` is for anyio's backends).
 
 An adapter only maps primitives onto its broker: send an envelope, start and stop feeding a
 subscription, settle a `Delivery`, report its connection on a `Link`. Everything else (topic
 rules, payload checks and limits, ids, request/reply, queues, priority, TTL, concurrency,
 decoding and settling, retries and dead letters, riding out outages, connect timeouts) lives in
-the bus, so every adapter behaves the same (docs/semantics.md).
+the bus, so every adapter behaves the same (docs/semantics.md). Import what you need from here
+(and `Message` from `amb_core`); the rest of amb_core is private and may change.
+
+Writing one, step by step (the in-memory broker, `amb_core.InMemoryBroker`, is the smallest
+complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
+
+1. **The class.** Subclass `BrokerAdapter`; declare `capabilities` (`Capabilities`: what your
+   broker cannot honour is declared False, and the contract suite checks what you declared).
+   Take the options every adapter takes (`Policy`: ``max_attempts``, ``connect_timeout``,
+   ``outage_timeout``, ``outage_buffer``, ``group_expiry``) as keyword arguments and pass them
+   to ``super().__init__``; `Policy.take` picks them out of ``**options``. Set
+   `BrokerAdapter.max_message_size` and `BrokerAdapter.describe` (never with credentials).
+2. **Connecting.** `BrokerAdapter.connect` opens what the adapter needs; the bus cancels it after
+   ``connect_timeout``. Map the client library's exceptions to `BrokerUnavailableError` (may
+   pass: retry later) or `BrokerRefusedError` (will not pass: credentials, permissions) in one
+   place; quote its messages only through `scrub`.
+3. **Publishing.** Encode with `encode` (``encode(message, self.max_message_size)`` raises
+   `MessageTooLargeError` before anything is sent) and put the bytes on ``message.topic``. The
+   bus has already validated the topic, payload, key and id (`new_id`). Reply inboxes are the
+   topics under `INBOX_PREFIX`; everything under `RESERVED_PREFIX` is the bus's own.
+4. **Subscribing.** `BrokerAdapter.subscribe` hands you a `Subscription`: its ``pattern`` (a
+   topic, or a pattern with AMQP wildcards: `is_pattern`, `pattern_regex`, `compile_pattern`,
+   `topic_matches`), its ``group`` (None: every subscription gets every message; a name: its
+   members share them, and the group keeps what arrives while it has none: `GroupInfo`,
+   `note_backlog`). Feed it raw bytes with `Subscription.receive` (the bus decodes, and logs
+   and settles what is not an envelope), or, when one decoded message goes to several
+   subscriptions, `decode` (or `decode_or_log`) once and `Subscription.offer` /
+   `Subscription.deliver` it (`RouteTable` routes topics to subscriptions in constant time).
+   An awaitable returned by ``receive``, and ``deliver``, are the backpressure: await them.
+5. **Settling.** Where the broker can redeliver, hand each message over with a `Delivery`
+   subclass that maps the bus's decision (`Delivery.ack`, `Delivery.retry`,
+   `Delivery.dead_letter`, `Delivery.release`) onto the broker. The bus decides; you never
+   retry or dead-letter on your own.
+6. **Outages.** A network adapter sets ``self.link = Link(name)`` and reports on it
+   (`Link.lost`, `Link.retrying`, `Link.restored`); the bus then buffers, waits and raises for
+   its callers. Reconnect with `Link.reconnect` (exponential `backoff_delays` with jitter), and
+   log what can repeat without bound through `throttled`, with `message_fields` as ``extra``
+   for lines about one message.
+7. **Registering.** Name the class in your distribution's ``amb.adapters`` entry points
+   (``myscheme = "my_package:MyBroker"``); `BrokerAdapter.from_url` builds it from a URL.
+   Then run the contract suite against it (tests-contract/README.md).
 """
 
 from __future__ import annotations
@@ -14,15 +54,86 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from amb_core.policy import Policy
+from amb_core.backoff import backoff_delays
+from amb_core.delivery import Delivery
+from amb_core.errors import (
+    AMBError,
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    GroupInUseError,
+    InvalidMessageError,
+    InvalidPayloadError,
+    InvalidTopicError,
+    MessageTooLargeError,
+    scrub,
+)
+from amb_core.groups import BACKLOG_NOTICE, GroupInfo, note_backlog
+from amb_core.ids import new_id
+from amb_core.link import Link
+from amb_core.logs import message_fields, throttled
+from amb_core.message import Message
+from amb_core.policy import DEFAULT_GROUP_EXPIRY, Policy
+from amb_core.routing import RouteTable
+from amb_core.subscription import Subscription
+from amb_core.topics import (
+    INBOX_PREFIX,
+    MAX_TOPIC_LENGTH,
+    RESERVED_PREFIX,
+    compile_pattern,
+    is_pattern,
+    pattern_regex,
+    topic_matches,
+    validate_group,
+    validate_pattern,
+    validate_topic,
+)
+from amb_core.wire import CONTENT_TYPE, decode, decode_or_log, encode, log_invalid
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from amb_core.groups import GroupInfo
-    from amb_core.link import Link
-    from amb_core.message import Message
-    from amb_core.subscription import Subscription
+__all__ = [
+    "BACKLOG_NOTICE",
+    "CONTENT_TYPE",
+    "DEFAULT_GROUP_EXPIRY",
+    "INBOX_PREFIX",
+    "MAX_TOPIC_LENGTH",
+    "RESERVED_PREFIX",
+    "AMBError",
+    "BrokerAdapter",
+    "BrokerRefusedError",
+    "BrokerUnavailableError",
+    "Capabilities",
+    "Delivery",
+    "GroupInUseError",
+    "GroupInfo",
+    "InvalidMessageError",
+    "InvalidPayloadError",
+    "InvalidTopicError",
+    "Link",
+    "Message",
+    "MessageTooLargeError",
+    "Policy",
+    "RouteTable",
+    "Subscription",
+    "backoff_delays",
+    "compile_pattern",
+    "decode",
+    "decode_or_log",
+    "encode",
+    "is_pattern",
+    "log_invalid",
+    "message_fields",
+    "new_id",
+    "note_backlog",
+    "pattern_regex",
+    "scrub",
+    "throttled",
+    "topic_matches",
+    "validate_group",
+    "validate_pattern",
+    "validate_topic",
+]
 
 
 @dataclass(frozen=True)
