@@ -19,7 +19,7 @@ complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
 2. **Connecting.** `BrokerAdapter.connect` opens what the adapter needs; the bus cancels it after
    ``connect_timeout``. Map the client library's exceptions to `BrokerUnavailableError` (may
    pass: retry later) or `BrokerRefusedError` (will not pass: credentials, permissions) in one
-   place; quote its messages only through `scrub`.
+   place, with `error_boundary`; quote its messages only through `scrub`.
 3. **Publishing.** Encode with `encode` (``encode(message, self.max_message_size)`` raises
    `MessageTooLargeError` before anything is sent) and put the bytes on ``message.topic``. The
    bus has already validated the topic, payload, key and id (`new_id`). Reply inboxes are the
@@ -39,9 +39,11 @@ complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
    retry or dead-letter on your own.
 6. **Outages.** A network adapter sets ``self.link = Link(name)`` and reports on it
    (`Link.lost`, `Link.retrying`, `Link.restored`); the bus then buffers, waits and raises for
-   its callers. Reconnect with `Link.reconnect` (exponential `backoff_delays` with jitter), and
-   log what can repeat without bound through `throttled`, with `message_fields` as ``extra``
-   for lines about one message.
+   its callers. Reconnect with `Link.reconnect` (`keep_reconnecting` with the link's logging;
+   exponential `backoff_delays` with jitter), run background work in a `TaskSet` (closing it
+   cancels and awaits every task, and a crash is reported, not lost), and log what can repeat
+   without bound through `throttled`, with `message_fields` as ``extra`` for lines about one
+   message.
 7. **Registering.** Name the class in your distribution's ``amb.adapters`` entry points
    (``myscheme = "my_package:MyBroker"``); `BrokerAdapter.from_url` builds it from a URL.
    Then run the contract suite against it (tests-contract/README.md).
@@ -54,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from amb_core._supervision import TaskSet, error_boundary, keep_reconnecting
 from amb_core.backoff import backoff_delays
 from amb_core.delivery import Delivery
 from amb_core.errors import (
@@ -116,12 +119,15 @@ __all__ = [
     "Policy",
     "RouteTable",
     "Subscription",
+    "TaskSet",
     "backoff_delays",
     "compile_pattern",
     "decode",
     "decode_or_log",
     "encode",
+    "error_boundary",
     "is_pattern",
+    "keep_reconnecting",
     "log_invalid",
     "message_fields",
     "new_id",

@@ -16,6 +16,7 @@ import anyio
 
 from amb_core import gather as _gather
 from amb_core import streams
+from amb_core._supervision import TaskSet
 from amb_core.adapter import BrokerAdapter, Capabilities
 from amb_core.control import CANCELLED, ERROR, error_mark
 from amb_core.errors import BrokerUnavailableError, BusClosedError
@@ -89,8 +90,9 @@ class MessageBus:
         self._link = self._adapter.link
         #: Messages kept during an outage (see `amb_core.outbox`); None when there are none.
         self._outbox: Outbox | None = None
-        #: Messages the bus sends on its own behalf (cancellations), awaited before it closes.
-        self._background: set[asyncio.Task[None]] = set()
+        #: Messages the bus sends on its own behalf (cancellations), given up to the drain timeout
+        #: to go out when the bus closes.
+        self._background = TaskSet("the bus")
         #: The middleware chain (`amb_core.middleware`); None when there is none, so that the
         #: hot paths cost one test of this attribute.
         self._chain = chain_for(self, middlewares)
@@ -189,8 +191,7 @@ class MessageBus:
                 inbox, self._inbox = self._inbox, None
                 inbox.fail_all()  # reply streams this bus listens to tell their responders
                 await self._detach(inbox)
-            if self._background:
-                await asyncio.wait(self._background, timeout=self._drain_timeout)
+            await self._background.close(self._drain_timeout)
             if self._outbox is not None:
                 outbox, self._outbox = self._outbox, None
                 await outbox.close(self._drain_timeout)
@@ -642,18 +643,13 @@ class MessageBus:
 
     def _send_cancel(self, responder: str, correlation_id: str) -> None:
         """Tell the responder whose inbox is ``responder`` to stop its reply stream."""
-        self._spawn(self._cancel(responder, correlation_id))
+        self._background.start(self._cancel(responder, correlation_id))
 
     async def _cancel(self, responder: str, correlation_id: str) -> None:
         try:
             await self.publish(responder, None, metadata=CANCELLED, correlation_id=correlation_id)
         except Exception as error:
             logger.debug("could not cancel the reply stream of request %s: %s", correlation_id, error)
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _open_inbox(self) -> ReplyInbox:
         if self._inbox_lock is None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from amb_core.backoff import backoff_delays
+from amb_core._supervision import keep_reconnecting
 from amb_core.errors import BrokerUnavailableError
 from amb_core.logs import throttled
 
@@ -151,15 +151,9 @@ class Link:
         keep_going: Callable[[], bool] = lambda: True,
     ) -> T | None:
         """Await ``attempt()`` after each of `backoff_delays` until it stops raising ``retry_on``
-        (each failure goes to `retrying`) and return its result; None once ``keep_going()`` is
-        False (the adapter is closing). Does not call `restored`: the caller restores its
-        subscriptions first."""
-        for delay in backoff_delays():
-            await asyncio.sleep(delay)
-            if not keep_going():
-                return None
-            try:
-                return await attempt()
-            except retry_on as error:
-                self.retrying(error)
-        raise AssertionError("unreachable")  # pragma: no cover - backoff_delays is endless
+        (each failure goes to `retrying`) and return its result; None once ``keep_going()`` is False
+        (the adapter is closing). Does not call `restored`: the caller restores its
+        subscriptions first. `keep_reconnecting` with this link's logging."""
+        return await keep_reconnecting(
+            attempt, retry_on=retry_on, on_failure=self.retrying, keep_going=keep_going
+        )

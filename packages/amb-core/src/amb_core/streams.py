@@ -294,7 +294,7 @@ class ReplyStream:
                 _mark_answered(exc)
         else:
             # Cancelled (the bus is closing, say): awaiting now could be cancelled again.
-            self._bus._spawn(self._publish_quietly(marks))
+            self._bus._background.start(self._publish_quietly(marks))
 
     async def send(
         self, payload: Mapping[str, Any] | None = None, *, metadata: Mapping[str, Any] | None = None

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+from amb_core._supervision import TaskSet
 from amb_core.delivery import Delivery
 from amb_core.errors import InvalidMessageError, RequestCancelledError
 from amb_core.logs import message_fields
@@ -119,9 +120,11 @@ class Subscription:
         self._queued = 0
         self._maxsize = queue_size
         self._running = 0
+        #: The workers. Not a `TaskSet`: one may start per message, and each worker removes
+        #: itself (with the rest of its bookkeeping) as it ends, so no done-callback is needed.
         self._tasks: set[asyncio.Task[None]] | None = None
         #: Settlements of invalid envelopes, done beside the queue so they delay nothing.
-        self._settling: set[asyncio.Task[None]] | None = None
+        self._settling: TaskSet | None = None
         self._space_waiters: deque[asyncio.Future[None]] | None = None
         self._idle_waiters: list[asyncio.Future[None]] | None = None
         self._closed = False
@@ -181,11 +184,9 @@ class Subscription:
         else:
             log_invalid(source, error, "acknowledged it")
             settle = _settle(delivery.ack(), "acknowledge an invalid message", source)
-        task = self._loop.create_task(settle)
         if self._settling is None:
-            self._settling = set()
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+            self._settling = TaskSet(repr(self))
+        self._settling.start(settle)
 
     def offer(self, message: Message, delivery: Delivery | None = None) -> bool:
         """Queue ``message`` if there is room and return True; return False when the queue is
@@ -378,8 +379,8 @@ class Subscription:
                 self._idle_waiters = []
             self._idle_waiters.append(waiter)
             await waiter
-        while self._settling:
-            await asyncio.wait(list(self._settling))
+        if self._settling:
+            await self._settling.wait()
 
     async def close(self, *, cancel: bool) -> int:
         """Stop taking messages and release what is queued (unacknowledged, so an at-least-once
@@ -400,11 +401,13 @@ class Subscription:
             if delivery is not None:
                 await _settle(delivery.release(), "release", message.id)
         if cancel:
-            tasks = [*(self._tasks or ()), *(self._settling or ())]
-            for task in tasks:
+            workers = list(self._tasks or ())
+            for task in workers:
                 task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            if workers:
+                await asyncio.gather(*workers, return_exceptions=True)
+            if self._settling is not None:
+                await self._settling.close()
         return len(dropped)
 
 

@@ -34,12 +34,14 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from amb_core.backoff import backoff_delays
-from amb_core.delivery import Delivery
-from amb_core.errors import BrokerUnavailableError
-from amb_core.groups import note_backlog
-from amb_core.logs import throttled
-from amb_core.subscription import Subscription
+from amb_core.adapter import (
+    BrokerUnavailableError,
+    Delivery,
+    Subscription,
+    backoff_delays,
+    note_backlog,
+    throttled,
+)
 from amb_redis._names import Names
 from amb_redis._pipe import CommandPipe
 from amb_redis._resp import bulk, command

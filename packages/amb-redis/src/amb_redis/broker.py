@@ -14,16 +14,22 @@ from typing import Any, ClassVar
 
 from redis.exceptions import ResponseError
 
-from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.errors import BrokerUnavailableError, GroupInUseError
-from amb_core.groups import GroupInfo
-from amb_core.link import Link
-from amb_core.logs import message_fields
-from amb_core.message import Message
-from amb_core.policy import Policy
-from amb_core.subscription import Subscription
-from amb_core.topics import is_pattern
-from amb_core.wire import decode_or_log, encode
+from amb_core.adapter import (
+    BrokerAdapter,
+    BrokerUnavailableError,
+    Capabilities,
+    GroupInfo,
+    GroupInUseError,
+    Link,
+    Message,
+    Policy,
+    Subscription,
+    TaskSet,
+    decode_or_log,
+    encode,
+    is_pattern,
+    message_fields,
+)
 from amb_redis._backlog import Backlog
 from amb_redis._connection import Connector, abort
 from amb_redis._groups import GroupConsumer, GroupSettings
@@ -147,7 +153,11 @@ class RedisBroker(BrokerAdapter):
         self._ungrouped: dict[Subscription, tuple[bytes, bytes, bytes]] = {}
         self._consumers: dict[Subscription, GroupConsumer] = {}
         self._wakes: dict[bytes, list[GroupConsumer]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        #: Group members handing their entries back after an unsubscribe (see `_retire`), given
+        #: ``close_timeout`` to finish when the adapter closes.
+        self._retiring = TaskSet(f"{self._connector.name}: leaving groups")
+        #: The group upkeep (`_tick`) and a restore after a reconnect (`_restore`), cancelled at once.
+        self._upkeep = TaskSet(self._connector.name)
         self._ticker: asyncio.Task[None] | None = None
         self._restoring: asyncio.Task[None] | None = None
         self._restore_again = False
@@ -220,12 +230,8 @@ class RedisBroker(BrokerAdapter):
     async def disconnect(self) -> None:
         for subscription in [*self._ungrouped, *self._consumers]:
             await self.unsubscribe(subscription)
-        if self._retiring:
-            await asyncio.wait(self._retiring, timeout=max(self._close_timeout, 0.1))
-        for task in (self._ticker, self._restoring, *self._retiring):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await self._retiring.close(max(self._close_timeout, 0.1))
+        await self._upkeep.close()
         self._ticker = self._restoring = None
         pipe, pubsub, backlog = self._pipe, self._pubsub, self._backlog
         self._pipe = self._pubsub = self._settings = self._backlog = None
@@ -381,7 +387,7 @@ class RedisBroker(BrokerAdapter):
             self._forget_consumer(consumer)
             raise
         if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+            self._ticker = self._upkeep.start(self._tick())
         if not self._durability_checked:
             self._durability_checked = True
             settings.pipe.send(command(b"INFO", b"persistence"), self._persistence, False)
@@ -407,9 +413,7 @@ class RedisBroker(BrokerAdapter):
             return
         consumer.stop()
         self._forget_consumer(consumer)
-        task = asyncio.get_running_loop().create_task(self._retire(consumer))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring.start(self._retire(consumer))
 
     def _drop_route(self, kind: bytes, key: bytes, receiver: bytes, subscription: Subscription) -> None:
         table = self._globs if kind == PATTERN else self._channels
@@ -491,7 +495,7 @@ class RedisBroker(BrokerAdapter):
     def _connection_back(self) -> None:
         """The command connection reconnected, or Pub/Sub is subscribed again."""
         if self._restoring is None:
-            self._restoring = asyncio.get_running_loop().create_task(self._restore())
+            self._restoring = self._upkeep.start(self._restore())
         else:
             self._restore_again = True
 
