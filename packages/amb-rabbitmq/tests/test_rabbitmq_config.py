@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
-from amb_core import BrokerUnavailableError, InvalidPayloadError, MessageBus, MessageTooLargeError
-from amb_core.subscription import Subscription
+from amb_core import (
+    BrokerUnavailableError,
+    InvalidPayloadError,
+    MessageBus,
+    MessageTooLargeError,
+    Subscription,
+)
 from amb_rabbitmq import RabbitMQBroker
 from amb_rabbitmq.naming import Names
 from amb_rabbitmq.options import Options

@@ -11,10 +11,8 @@ import pytest
 import redis.asyncio as redis
 from test_units import random_pattern, random_topic
 
-from amb_core import MessageBus
-from amb_core.errors import BrokerUnavailableError, MessageTooLargeError
-from amb_core.topics import topic_matches
-from amb_core.wire import decode
+from amb_core import BrokerUnavailableError, MessageBus, MessageTooLargeError
+from amb_core.adapter import decode, topic_matches
 from amb_redis import DEFAULT_MAX_MESSAGE_SIZE, RedisBroker
 from amb_redis._scripts import _COMMON
 from conftest import WAIT, BusFactory, Received

@@ -13,7 +13,7 @@ from redis.asyncio.connection import SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from amb_core.topics import topic_matches
+from amb_core.adapter import topic_matches
 from amb_redis import RedisBroker, _replies
 from amb_redis._names import Names, redis_glob
 from amb_redis._replies import _Incomplete, parse, read_replies

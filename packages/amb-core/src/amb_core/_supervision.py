@@ -24,8 +24,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import AMBError
+from amb_core._backoff import backoff_delays
+from amb_core._errors import AMBError
 
 T = TypeVar("T")
 logger = logging.getLogger("amb")

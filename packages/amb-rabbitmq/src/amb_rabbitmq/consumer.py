@@ -20,12 +20,14 @@ from aio_pika.abc import AbstractQueue
 from aiormq.abc import DeliveredMessage
 from pamqp.common import FieldTable
 
-from amb_core.errors import InvalidMessageError
-from amb_core.groups import note_backlog
-from amb_core.message import Message
-from amb_core.policy import DEFAULT_GROUP_EXPIRY
-from amb_core.subscription import Subscription
-from amb_core.wire import decode
+from amb_core.adapter import (
+    DEFAULT_GROUP_EXPIRY,
+    InvalidMessageError,
+    Message,
+    Subscription,
+    decode,
+    note_backlog,
+)
 from amb_rabbitmq.acks import Acknowledger
 from amb_rabbitmq.delivery import RabbitMQDelivery
 from amb_rabbitmq.groups import GroupRegistry, expires_ms

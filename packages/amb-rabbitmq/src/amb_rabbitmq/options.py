@@ -1,6 +1,6 @@
 """The adapter's own options (``RabbitMQBroker(url, **options)`` or ``MessageBus.from_url(url,
 **options)``); the failure-policy ones (``max_attempts``, ``connect_timeout``,
-``outage_timeout``, ``outage_buffer``) are amb-core's `amb_core.policy.Policy`."""
+``outage_timeout``, ``outage_buffer``) are amb-core's `amb_core.Policy`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from amb_core.policy import Policy
+from amb_core.adapter import Policy
 
 # Room is left for the suffixes the adapter appends (".group.<name>.<pattern>" and the like).
 _EXCHANGE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")

@@ -12,7 +12,7 @@ import hashlib
 
 from amb_redis._resp import bulk, command
 
-# Shared helpers. `match` is the AMQP rule of amb_core.topics, on segments: `*` is exactly
+# Shared helpers. `match` is the AMQP rule of amb_core.adapter.topic_matches, on segments: `*` is exactly
 # one segment, `#` zero or more; `matches` adds its other rule: a pattern that starts with a
 # wildcard never matches the bus's own topics (reply inboxes, under `_amb.`).
 _COMMON = """

@@ -66,7 +66,7 @@ class RedisBroker(BrokerAdapter):
     go to redis-py's connection unchanged.
 
     Options: the ones every adapter takes (``max_attempts``, ``connect_timeout``,
-    ``outage_timeout``, ``outage_buffer``, ``group_expiry``: see `amb_core.policy.Policy`; a
+    ``outage_timeout``, ``outage_buffer``, ``group_expiry``: see `amb_core.Policy`; a
     group no member has joined for ``group_expiry`` is removed with its backlog by the bus's own
     bookkeeping in Redis, see `amb_redis._scripts`); ``prefix`` of every
     Redis key AMB uses; ``stream_maxlen``, the backlog (entries not yet acknowledged by every
@@ -539,7 +539,7 @@ class RedisBroker(BrokerAdapter):
         finally:
             self._restoring = None
 
-    # -- groups over time (amb_core.groups) ---------------------------------------------------
+    # -- groups over time (amb_core.GroupInfo) -----------------------------------------------
 
     async def list_groups(self) -> list[GroupInfo]:
         rows = await self._command_pipe().call(self._scripts.list.call(b"%d" % int(time.time())))
@@ -600,7 +600,7 @@ class RedisBroker(BrokerAdapter):
         self._ticker = None
 
 
-#: The id of an envelope written by `amb_core.wire.encode` (it comes first, after the mark).
+#: The id of an envelope written by `amb_core.adapter.encode` (it comes first, after the mark).
 _ENVELOPE_ID = re.compile(rb'\{"amb":1,"id":"((?:[^"\\]|\\.)*)"')
 
 

@@ -6,9 +6,9 @@ import argparse
 from collections.abc import AsyncIterator
 from typing import Any
 
-from amb_core.cli import options, payloads
-from amb_core.cli.output import write_line
-from amb_core.cli.running import ExitCode
+from amb_core._cli import options, payloads
+from amb_core._cli.output import write_line
+from amb_core._cli.running import ExitCode
 
 
 def register(commands: options.Commands) -> None:

@@ -15,9 +15,9 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from amb_core.adapter import BrokerAdapter
-from amb_core.errors import AdapterNotInstalledError
-from amb_core.memory import InMemoryBroker
+from amb_core._broker_adapter import BrokerAdapter
+from amb_core._errors import AdapterNotInstalledError
+from amb_core._memory import InMemoryBroker
 
 GROUP = "amb.adapters"
 _DISTRIBUTIONS = {

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import anyio
 
-from amb_core.bus import MessageBus
-from amb_core.message import Message, MessagePriority
+from amb_core._bus import MessageBus
+from amb_core._message import Message, MessagePriority
 
 
 async def run_demo(url: str = "memory://demo") -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from amb_core.topics import RESERVED_PREFIX, is_pattern
+from amb_core._topics import RESERVED_PREFIX, is_pattern
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from amb_core.errors import RemoteHandlerError
-from amb_core.message import Message
+from amb_core._errors import RemoteHandlerError
+from amb_core._message import Message
 
 SEQ = "amb-seq"
 END = "amb-end"

@@ -19,13 +19,13 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from amb_core.adapter import BrokerAdapter
-from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError, BusClosedError
-from amb_core.link import Link
-from amb_core.logs import message_fields
-from amb_core.message import Message
-from amb_core.wire import encode
+from amb_core._backoff import backoff_delays
+from amb_core._broker_adapter import BrokerAdapter
+from amb_core._errors import BrokerUnavailableError, BusClosedError
+from amb_core._link import Link
+from amb_core._logs import message_fields
+from amb_core._message import Message
+from amb_core._wire import encode
 
 logger = logging.getLogger("amb.link")
 

@@ -4,7 +4,7 @@ A network adapter owns a `Link` and reports on it: `lost` when it notices the co
 (whatever the cause), `retrying` after each failed attempt to get it back, `restored` once it is
 connected again with its subscriptions in place. The bus reads `up` on every publish and rides
 the outage out for the caller (buffering, waiting, raising after ``outage_timeout``: see
-`amb_core.outbox`), so every adapter behaves the same during an outage.
+`amb_core._outbox`), so every adapter behaves the same during an outage.
 
 Logging is part of the job, so that a long outage reads as two lines: one WARNING when the
 connection is lost, one when it is back (with how long it was out), and in between at most one
@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from amb_core._errors import BrokerUnavailableError
+from amb_core._logs import throttled
 from amb_core._supervision import keep_reconnecting
-from amb_core.errors import BrokerUnavailableError
-from amb_core.logs import throttled
 
 logger = logging.getLogger("amb.link")
 T = TypeVar("T")

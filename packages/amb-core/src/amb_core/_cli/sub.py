@@ -6,10 +6,10 @@ import argparse
 
 import anyio
 
-from amb_core.cli import options
-from amb_core.cli.output import ReaderGone, json_line, readable, status, write_line
-from amb_core.cli.running import ExitCode
-from amb_core.message import Message
+from amb_core._cli import options
+from amb_core._cli.output import ReaderGone, json_line, readable, status, write_line
+from amb_core._cli.running import ExitCode
+from amb_core._message import Message
 
 
 def register(commands: options.Commands) -> None:

@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 from heapq import heapify, heappop, heappush
 from typing import NamedTuple, Protocol
 
-from amb_core.control import CANCEL, END, SEQ, remote_error
-from amb_core.delivery import Delivery
-from amb_core.errors import BusClosedError, NoRespondersError, RequestTimeoutError
-from amb_core.message import Message
-from amb_core.subscription import Subscription
-from amb_core.wire import decode_or_log
+from amb_core._control import CANCEL, END, SEQ, remote_error
+from amb_core._delivery import Delivery
+from amb_core._errors import BusClosedError, NoRespondersError, RequestTimeoutError
+from amb_core._message import Message
+from amb_core._subscription import Subscription
+from amb_core._wire import decode_or_log
 
 logger = logging.getLogger("amb.bus")
 #: Correlation ids of streams this inbox told to stop, remembered so that it tells each once.
@@ -47,7 +47,7 @@ class Collector(Protocol):
 
 
 class Cancellable(Protocol):
-    """A reply stream this bus sends (`amb_core.streams.ReplyStream`)."""
+    """A reply stream this bus sends (`amb_core._streams.ReplyStream`)."""
 
     def cancel(self) -> None:
         """Its requester stopped listening."""

@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
-from amb_core.errors import InvalidMessageError, MessageTooLargeError
-from amb_core.logs import throttled
-from amb_core.message import Message, MessagePriority, build_message
+from amb_core._errors import InvalidMessageError, MessageTooLargeError
+from amb_core._logs import throttled
+from amb_core._message import Message, MessagePriority, build_message
 
 logger = logging.getLogger("amb.wire")
 

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from amb_core.bus import MessageBus
-from amb_core.cli.running import ExitCode, UsageError
-from amb_core.errors import AdapterNotInstalledError, InvalidTopicError, scrub
-from amb_core.keys import validate_key
-from amb_core.message import MessagePriority
-from amb_core.topics import validate_group, validate_pattern, validate_topic
+from amb_core._bus import MessageBus
+from amb_core._cli.running import ExitCode, UsageError
+from amb_core._errors import AdapterNotInstalledError, InvalidTopicError, scrub
+from amb_core._keys import validate_key
+from amb_core._message import MessagePriority
+from amb_core._topics import validate_group, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]

@@ -7,10 +7,10 @@ import argparse
 import json
 from typing import cast
 
-from amb_core.cli import options
-from amb_core.cli.output import status, write_line
-from amb_core.cli.running import ExitCode, UsageError
-from amb_core.groups import GroupInfo
+from amb_core._cli import options
+from amb_core._cli.output import status, write_line
+from amb_core._cli.running import ExitCode, UsageError
+from amb_core._groups import GroupInfo
 
 _COLUMNS = ("GROUP", "PATTERN", "MEMBERS", "BACKLOG")
 

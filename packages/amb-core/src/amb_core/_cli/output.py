@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from amb_core.message import Message, MessagePriority
+from amb_core._message import Message, MessagePriority
 
 
 def readable(message: Message) -> str:

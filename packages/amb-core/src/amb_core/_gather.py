@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from amb_core.control import remote_error
-from amb_core.errors import RemoteHandlerError
-from amb_core.message import Message, MessagePriority
+from amb_core._control import remote_error
+from amb_core._errors import RemoteHandlerError
+from amb_core._message import Message, MessagePriority
 
 if TYPE_CHECKING:
-    from amb_core.bus import MessageBus
+    from amb_core._bus import MessageBus
 
 
 class Replies(list[Message]):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from amb_core.errors import InvalidPayloadError
+from amb_core._errors import InvalidPayloadError
 
 #: Values copied as they are: immutable, and already plain JSON.
 _AS_IS = frozenset({str, int, bool, type(None)})
 
 #: How deeply a payload (or metadata) may nest objects and arrays, the payload object itself
 #: being level 1. Every consumer must be able to decode what was published: the JSON parser
-#: behind `amb_core.wire.decode` refuses documents nested about 200 levels deep, and the
+#: behind `amb_core._wire.decode` refuses documents nested about 200 levels deep, and the
 #: envelope adds one, so 100 leaves a wide margin and is far beyond what real payloads use.
 MAX_DEPTH = 100
 
@@ -70,7 +70,7 @@ def _inner(path: str, key: object, depth: int) -> str:
         root = path.partition("[")[0]
         raise InvalidPayloadError(
             f"{root} nests objects and arrays more than {MAX_DEPTH} levels deep (at {path[:200]}...); "
-            "every consumer must be able to decode it, so nesting is limited (amb_core.payload.MAX_DEPTH)"
+            "every consumer must be able to decode it, so nesting is limited (amb_core.adapter.MAX_DEPTH)"
         )
     return f"{path}[{key!r}]"
 

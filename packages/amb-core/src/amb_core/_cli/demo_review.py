@@ -15,8 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-from amb_core.bus import MessageBus
-from amb_core.message import Message
+from amb_core._bus import MessageBus
+from amb_core._message import Message
 
 DRAFT = "demo.review.draft"
 VERDICT = "demo.review.verdict"

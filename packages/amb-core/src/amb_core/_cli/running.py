@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
 
-from amb_core.errors import (
+from amb_core._errors import (
     AdapterNotInstalledError,
     BrokerRefusedError,
     BrokerUnavailableError,

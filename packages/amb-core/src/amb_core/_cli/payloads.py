@@ -9,8 +9,8 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from amb_core.cli.running import UsageError
-from amb_core.payload import json_object
+from amb_core._cli.running import UsageError
+from amb_core._payload import json_object
 
 #: The positional argument that means "read payloads from stdin".
 STDIN = "-"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from amb_core.errors import InvalidTopicError
+from amb_core._errors import InvalidTopicError
 
 MAX_TOPIC_LENGTH = 249
 RESERVED_PREFIX = "_amb."

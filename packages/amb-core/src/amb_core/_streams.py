@@ -5,7 +5,7 @@ A stream is a request answered by numbered chunks, then an end mark (docs/semant
 streams"). Each chunk's ``reply_to`` is the responder's own inbox: a requester that stops
 listening (it left its loop, timed out, or its bus closed) sends a cancellation there, and the
 responder's next `ReplyStream.send` raises `RequestCancelledError`. A chunk that arrives for a
-stream nobody listens to any more is answered the same way (`amb_core.replies`).
+stream nobody listens to any more is answered the same way (`amb_core._replies`).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from amb_core.control import END, ERROR, SEQ, error_mark, remote_error
-from amb_core.errors import RequestCancelledError, RequestTimeoutError, StreamSequenceError
-from amb_core.ids import new_id
-from amb_core.logs import message_fields
-from amb_core.message import Message, MessagePriority, build_message
-from amb_core.payload import json_object
-from amb_core.replies import ReplyInbox, nobody
+from amb_core._control import END, ERROR, SEQ, error_mark, remote_error
+from amb_core._errors import RequestCancelledError, RequestTimeoutError, StreamSequenceError
+from amb_core._ids import new_id
+from amb_core._logs import message_fields
+from amb_core._message import Message, MessagePriority, build_message
+from amb_core._payload import json_object
+from amb_core._replies import ReplyInbox, nobody
 
 if TYPE_CHECKING:
-    from amb_core.bus import MessageBus
+    from amb_core._bus import MessageBus
 
 logger = logging.getLogger("amb.bus")
 

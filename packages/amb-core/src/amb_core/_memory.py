@@ -11,16 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.delivery import Delivery
-from amb_core.errors import BrokerUnavailableError, GroupInUseError, InvalidMessageError
-from amb_core.groups import GroupInfo, note_backlog
-from amb_core.logs import message_fields
-from amb_core.message import Message
-from amb_core.policy import Policy
-from amb_core.routing import RouteTable
-from amb_core.subscription import Subscription
-from amb_core.wire import decode, log_invalid
+from amb_core._broker_adapter import BrokerAdapter, Capabilities
+from amb_core._delivery import Delivery
+from amb_core._errors import BrokerUnavailableError, GroupInUseError, InvalidMessageError
+from amb_core._groups import GroupInfo, note_backlog
+from amb_core._logs import message_fields
+from amb_core._message import Message
+from amb_core._policy import Policy
+from amb_core._routing import RouteTable
+from amb_core._subscription import Subscription
+from amb_core._wire import decode, log_invalid
 
 logger = logging.getLogger("amb.memory")
 
@@ -263,7 +263,7 @@ _Target = Subscription | _Group
 
 class _Hub:
     """The broker itself: every subscription and group of every bus that shares it, their
-    routes (`amb_core.routing.RouteTable`: the cost of a publish does not grow with them) and
+    routes (`amb_core.adapter.RouteTable`: the cost of a publish does not grow with them) and
     the dead letters."""
 
     def __init__(self, name: str) -> None:
@@ -339,7 +339,7 @@ class InMemoryBroker(BrokerAdapter):
     they would share a Redis server: that is how agents in one process talk across buses, and
     how a group on it outlives its members.
 
-    Options: the `amb_core.policy.Policy` ones, like every adapter (``max_attempts`` and
+    Options: the `amb_core.Policy` ones, like every adapter (``max_attempts`` and
     ``group_expiry`` apply to groups here too; the outage options have nothing to do in one
     process, except that a publisher waiting for a member of a group whose backlog is full
     gives up after ``outage_timeout``).
@@ -457,7 +457,7 @@ class InMemoryBroker(BrokerAdapter):
         self._hub.remove(subscription)
         self._mine.pop(subscription, None)
 
-    # -- groups (see amb_core.groups) --------------------------------------------------------
+    # -- groups (see amb_core._groups) --------------------------------------------------------
 
     async def list_groups(self) -> list[GroupInfo]:
         return [group.info() for group in self._hub.live_groups()]

@@ -17,14 +17,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+from amb_core._delivery import Delivery
+from amb_core._errors import InvalidMessageError, RequestCancelledError
+from amb_core._logs import message_fields
+from amb_core._message import Message, MessagePriority
 from amb_core._supervision import TaskSet
-from amb_core.delivery import Delivery
-from amb_core.errors import InvalidMessageError, RequestCancelledError
-from amb_core.logs import message_fields
-from amb_core.message import Message, MessagePriority
+from amb_core._topics import compile_pattern
+from amb_core._wire import decode, log_invalid
 from amb_core.middleware import Chain, Outcome
-from amb_core.topics import compile_pattern
-from amb_core.wire import decode, log_invalid
 
 logger = logging.getLogger("amb.bus")
 
@@ -80,7 +80,7 @@ class Subscription:
         "pattern",
     )
 
-    #: True only for the bus's private reply inbox (see `amb_core.replies.ReplyInbox`).
+    #: True only for the bus's private reply inbox (see `amb_core._replies.ReplyInbox`).
     is_inbox = False
 
     def __init__(

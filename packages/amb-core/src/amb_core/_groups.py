@@ -2,7 +2,7 @@
 
 A group (subscriptions sharing a group name on one pattern) is durable: what is published while
 no member runs is kept and delivered when one joins, until the group has gone ``group_expiry``
-seconds (`amb_core.policy.Policy`) without any member; then it is removed with its backlog.
+seconds (`amb_core.Policy`) without any member; then it is removed with its backlog.
 `MessageBus.list_groups`, `MessageBus.purge_group` and `MessageBus.delete_group` (and
 ``amb groups list|purge|delete``) look after groups on every adapter; docs/semantics.md, "A
 group's lifetime", says how each broker keeps them.

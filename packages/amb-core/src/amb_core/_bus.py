@@ -14,28 +14,28 @@ from typing import Any
 
 import anyio
 
-from amb_core import gather as _gather
-from amb_core import streams
+from amb_core import _gather
+from amb_core import _streams as streams
+from amb_core._broker_adapter import BrokerAdapter, Capabilities
+from amb_core._control import CANCELLED, ERROR, error_mark
+from amb_core._errors import BrokerUnavailableError, BusClosedError
+from amb_core._gather import Replies
+from amb_core._groups import GroupInfo
+from amb_core._ids import new_id
+from amb_core._keys import validate_key
+from amb_core._logs import message_fields
+from amb_core._memory import InMemoryBroker
+from amb_core._message import Message, MessagePriority, build_message
+from amb_core._outbox import Outbox
+from amb_core._payload import json_object
+from amb_core._policy import Policy
+from amb_core._registry import adapter_from_url
+from amb_core._replies import ReplyInbox
+from amb_core._streams import ANSWERED, ReplyStream
+from amb_core._subscription import MessageHandler, Subscription
 from amb_core._supervision import TaskSet
-from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.control import CANCELLED, ERROR, error_mark
-from amb_core.errors import BrokerUnavailableError, BusClosedError
-from amb_core.gather import Replies
-from amb_core.groups import GroupInfo
-from amb_core.ids import new_id
-from amb_core.keys import validate_key
-from amb_core.logs import message_fields
-from amb_core.memory import InMemoryBroker
-from amb_core.message import Message, MessagePriority, build_message
+from amb_core._topics import INBOX_PREFIX, validate_group, validate_pattern, validate_topic
 from amb_core.middleware import Call, Middleware, chain_for, observe_stream
-from amb_core.outbox import Outbox
-from amb_core.payload import json_object
-from amb_core.policy import Policy
-from amb_core.registry import adapter_from_url
-from amb_core.replies import ReplyInbox
-from amb_core.streams import ANSWERED, ReplyStream
-from amb_core.subscription import MessageHandler, Subscription
-from amb_core.topics import INBOX_PREFIX, validate_group, validate_pattern, validate_topic
 
 logger = logging.getLogger("amb.bus")
 
@@ -88,7 +88,7 @@ class MessageBus:
         self._policy = self._adapter.policy
         #: None for the in-memory broker, which has no connection to lose.
         self._link = self._adapter.link
-        #: Messages kept during an outage (see `amb_core.outbox`); None when there are none.
+        #: Messages kept during an outage (see `amb_core._outbox`); None when there are none.
         self._outbox: Outbox | None = None
         #: Messages the bus sends on its own behalf (cancellations), given up to the drain timeout
         #: to go out when the bus closes.
@@ -111,7 +111,7 @@ class MessageBus:
         ``rediss://``, ``amqp://``, ``amqps://``, ``kafka://host:port[,host:port]`` or a
         third-party scheme. ``options`` go to the adapter: its own, and the failure-policy ones
         every adapter takes (``max_attempts``, ``connect_timeout``, ``outage_timeout``,
-        ``outage_buffer``; see `amb_core.policy.Policy`)."""
+        ``outage_buffer``; see `amb_core.Policy`)."""
         return cls(
             adapter_from_url(url, **options),
             queue_size=queue_size,
@@ -248,7 +248,7 @@ class MessageBus:
         By default this returns as soon as the adapter has taken the message (fire and forget);
         with ``wait_for_confirmation=True`` it returns once the broker has accepted it. ``ttl``
         is in seconds: a message still undelivered after that is dropped. Messages with the
-        same ``key`` reach each subscription, and each group, in publish order (see `amb_core.keys`).
+        same ``key`` reach each subscription, and each group, in publish order (docs/semantics.md, "Keys and ordering").
         """
         if self._state is not _OPEN and self._state is not _CLOSING:
             raise self._refuse()
@@ -298,7 +298,7 @@ class MessageBus:
             await self._send(message, confirm)
 
     async def _send(self, message: Message, confirm: bool) -> None:
-        """Publish through a network adapter, riding out outages (see `amb_core.outbox`)."""
+        """Publish through a network adapter, riding out outages (see `amb_core._outbox`)."""
         link = self._link
         assert link is not None
         if self._outbox is None and link.up:
@@ -690,7 +690,7 @@ class MessageBus:
             Call("reply", request.reply_to or request.topic, request), lambda: publishing
         )
 
-    # -- groups over time (amb_core.groups) -------------------------------------------------
+    # -- groups over time (amb_core._groups) -------------------------------------------------
 
     async def list_groups(self) -> list[GroupInfo]:
         """Every group on the broker, of any process, with its pattern, members and backlog

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 
-from amb_core.cli import options
-from amb_core.cli.demo_review import run_review
-from amb_core.cli.running import ExitCode
-from amb_core.demo import run_demo
+from amb_core._cli import options
+from amb_core._cli.demo_review import run_review
+from amb_core._cli.running import ExitCode
+from amb_core._demo import run_demo
 
 #: The scenarios ``--scenario`` offers: a new one is a coroutine taking the URL, added here.
 SCENARIOS: dict[str, Callable[[str], Awaitable[None]]] = {"signals": run_demo, "review": run_review}

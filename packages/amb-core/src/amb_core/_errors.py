@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from amb_core.message import Message
+    from amb_core._message import Message
 
 
 class AMBError(Exception):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from amb_core.cli import options, payloads
-from amb_core.cli.output import json_line, readable, write_line
-from amb_core.cli.running import ExitCode
+from amb_core._cli import options, payloads
+from amb_core._cli.output import json_line, readable, write_line
+from amb_core._cli.running import ExitCode
 
 
 def register(commands: options.Commands) -> None:

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from amb_core.message import Message
+    from amb_core._message import Message
 
 logging.getLogger("amb").addHandler(logging.NullHandler())
 
