@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from amb_core.adapter import BrokerUnavailableError, Link, throttled
 from amb_redis._connection import Connector, keep_connected
-from amb_redis._replies import replies
+from amb_redis._resp_reader import replies
 from amb_redis._scripts import Script
 
 logger = logging.getLogger("amb.redis")

@@ -18,8 +18,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from amb_core.adapter import BrokerUnavailableError, Link
 from amb_redis._connection import Connector, keep_connected
-from amb_redis._replies import replies
 from amb_redis._resp import command
+from amb_redis._resp_reader import replies
 
 logger = logging.getLogger("amb.redis")
 

@@ -1,4 +1,6 @@
-"""`RedisBroker`: AMB on Redis. Ungrouped subscriptions on Pub/Sub, groups on Streams."""
+"""`RedisBroker`: AMB on Redis. Ungrouped subscriptions on Pub/Sub (`FanoutReader`), groups on
+Streams (a `GroupConsumer` per grouped subscription); both kinds of publish go through one
+script call on the pipelined command connection (`CommandPipe`)."""
 
 from __future__ import annotations
 
@@ -25,37 +27,21 @@ from amb_core.adapter import (
     Policy,
     Subscription,
     TaskSet,
-    decode_or_log,
     encode,
-    is_pattern,
     message_fields,
 )
 from amb_redis._backlog import Backlog
 from amb_redis._connection import Connector, abort
-from amb_redis._groups import GroupConsumer, GroupSettings
-from amb_redis._names import Names, redis_glob
+from amb_redis._fanout import FanoutReader
+from amb_redis._group_consumer import GroupConsumer, GroupSettings
+from amb_redis._names import Names
+from amb_redis._options import DEFAULT_MAX_MESSAGE_SIZE, RENAMED, Options
 from amb_redis._pipe import CommandPipe
-from amb_redis._pubsub import CHANNEL, PATTERN, PubSubConnection
+from amb_redis._pubsub import CHANNEL, PubSubConnection
 from amb_redis._resp import command
 from amb_redis._scripts import Scripts
 
 logger = logging.getLogger("amb.redis")
-
-#: The default ``max_message_size``: 8 MiB. Redis itself takes bulk strings up to 512 MB
-#: (``proto-max-bulk-len``), but it disconnects a Pub/Sub subscriber whose pending output passes
-#: 32 MB, or stays over 8 MB for 60 s (``client-output-buffer-limit pubsub 32mb 8mb 60``, the
-#: default): messages at most 8 MiB leave every subscriber room for a few of them in flight.
-DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
-
-
-class _Route:
-    """The local subscriptions behind one Redis channel or glob."""
-
-    __slots__ = ("subscriptions", "topic")
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.subscriptions: tuple[Subscription, ...] = ()
 
 
 class RedisBroker(BrokerAdapter):
@@ -102,41 +88,34 @@ class RedisBroker(BrokerAdapter):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         **options: Any,
     ) -> None:
-        if "timeout" in options:
-            raise TypeError(
-                "RedisBroker has no 'timeout' option any more: how long an outage is ridden out is "
-                "'outage_timeout', and how long connecting may take 'connect_timeout' (failure-policy "
-                "options, the same on every adapter)"
-            )
-        if "group_retention" in options:
-            raise TypeError(
-                "RedisBroker has no 'group_retention' option any more: a group no member has joined for "
-                "'group_expiry' seconds is removed (an option every adapter takes, default a week)"
-            )
+        for old, instead in RENAMED.items():
+            if old in options:
+                raise TypeError(instead)
         super().__init__(**{name: options.pop(name) for name in list(options) if name in Policy.NAMES})
-        if prefetch is not None and prefetch < 1:
-            raise ValueError("prefetch must be at least 1")
-        if min(stream_maxlen, dead_letter_maxlen, max_pending) < 1:
-            raise ValueError("stream_maxlen, dead_letter_maxlen and max_pending must be positive")
-        if claim_idle <= 0 or close_timeout < 0:
-            raise ValueError("claim_idle must be positive, close_timeout not negative")
-        if (
-            isinstance(max_message_size, bool)
-            or not isinstance(max_message_size, int)
-            or max_message_size < 1
-        ):
-            raise ValueError(f"max_message_size must be a positive int (bytes), not {max_message_size!r}")
+        own = Options(
+            prefix=prefix,
+            stream_maxlen=stream_maxlen,
+            dead_letter_maxlen=dead_letter_maxlen,
+            prefetch=prefetch,
+            claim_idle=claim_idle,
+            close_timeout=close_timeout,
+            max_pending=max_pending,
+            max_message_size=max_message_size,
+        )
+        self._options = own
         #: The largest encoded message `publish` sends (see `DEFAULT_MAX_MESSAGE_SIZE`).
-        self.max_message_size = max_message_size
-        self._names = Names(prefix)
-        self._scripts = Scripts(prefix, maxlen=stream_maxlen, dead_letter_maxlen=dead_letter_maxlen)
-        self._stream_maxlen = stream_maxlen
+        self.max_message_size = own.max_message_size
+        self._names = Names(own.prefix)
+        self._scripts = Scripts(
+            own.prefix, maxlen=own.stream_maxlen, dead_letter_maxlen=own.dead_letter_maxlen
+        )
+        self._stream_maxlen = own.stream_maxlen
         self._connector = Connector(url, options, self.policy.connect_timeout)
         self._link = self.link = Link(self._connector.name)
-        self._prefetch = prefetch
-        self._claim_idle = claim_idle
-        self._close_timeout = close_timeout
-        self._max_pending = max_pending
+        self._prefetch = own.prefetch
+        self._claim_idle = own.claim_idle
+        self._close_timeout = own.close_timeout
+        self._max_pending = own.max_pending
         self._id = uuid.uuid4().hex[:12]
         self._publish_header = self._scripts.publish.header(2)
         self._counted_header = self._scripts.counted.header(2)
@@ -147,10 +126,7 @@ class RedisBroker(BrokerAdapter):
         #: True while a publish cannot go straight out: the connection is down, or a group
         #: stream's backlog is full. The one thing the publish hot path checks.
         self._hold = False
-        self._channels: dict[bytes, _Route] = {}
-        self._globs: dict[bytes, _Route] = {}
-        #: Each ungrouped subscription's channel or glob, and its receiver channel (see `Names.receiver`).
-        self._ungrouped: dict[Subscription, tuple[bytes, bytes, bytes]] = {}
+        self._fanout = FanoutReader(self._names, self._wake)
         self._consumers: dict[Subscription, GroupConsumer] = {}
         self._wakes: dict[bytes, list[GroupConsumer]] = {}
         #: Group members handing their entries back after an unsubscribe (see `_retire`), given
@@ -196,8 +172,8 @@ class RedisBroker(BrokerAdapter):
         pubsub = PubSubConnection(
             connector,
             link=self._link,
-            on_message=self._on_message,
-            on_pattern_message=self._on_pattern_message,
+            on_message=self._fanout.on_message,
+            on_pattern_message=self._fanout.on_pattern_message,
             on_lost=self._lost,
             on_restored=self._connection_back,
         )
@@ -228,7 +204,7 @@ class RedisBroker(BrokerAdapter):
         pipe.send(self._scripts.sweep.call(b"%d" % int(time.time())), None, False)
 
     async def disconnect(self) -> None:
-        for subscription in [*self._ungrouped, *self._consumers]:
+        for subscription in [*self._fanout.subscriptions, *self._consumers]:
             await self.unsubscribe(subscription)
         await self._retiring.close(max(self._close_timeout, 0.1))
         await self._upkeep.close()
@@ -349,27 +325,8 @@ class RedisBroker(BrokerAdapter):
             raise BrokerUnavailableError(f"{self._link.name}: the adapter is not connected")
         if subscription.group is not None:
             await self._join_group(subscription, pubsub, settings)
-            return
-        pattern = subscription.pattern
-        if is_pattern(pattern):
-            kind, key, table = PATTERN, redis_glob(pattern).encode(), self._globs
         else:
-            kind, key, table = CHANNEL, pattern.encode(), self._channels
-        route = table.get(key)
-        if route is None:
-            route = table[key] = _Route(pattern)
-        route.subscriptions = (*route.subscriptions, subscription)
-        receiver = self._names.receiver(subscription.id, pattern).encode()
-        self._ungrouped[subscription] = (kind, key, receiver)
-        try:
-            await asyncio.gather(
-                pubsub.subscribe(kind, key, self.policy.outage_timeout),
-                pubsub.subscribe(CHANNEL, receiver, self.policy.outage_timeout),
-            )
-        except BaseException:
-            self._ungrouped.pop(subscription, None)
-            self._drop_route(kind, key, receiver, subscription)
-            raise
+            await self._fanout.subscribe(subscription, pubsub, self.policy.outage_timeout)
 
     async def _join_group(
         self, subscription: Subscription, pubsub: PubSubConnection, settings: GroupSettings
@@ -404,9 +361,7 @@ class RedisBroker(BrokerAdapter):
             )
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        ungrouped = self._ungrouped.pop(subscription, None)
-        if ungrouped is not None:
-            self._drop_route(*ungrouped, subscription)
+        if self._fanout.unsubscribe(subscription, self._pubsub):
             return
         consumer = self._consumers.pop(subscription, None)
         if consumer is None:
@@ -414,17 +369,6 @@ class RedisBroker(BrokerAdapter):
         consumer.stop()
         self._forget_consumer(consumer)
         self._retiring.start(self._retire(consumer))
-
-    def _drop_route(self, kind: bytes, key: bytes, receiver: bytes, subscription: Subscription) -> None:
-        table = self._globs if kind == PATTERN else self._channels
-        route = table.get(key)
-        if route is not None and subscription in route.subscriptions:
-            route.subscriptions = tuple(s for s in route.subscriptions if s is not subscription)
-            if not route.subscriptions:
-                del table[key]
-        if self._pubsub is not None:
-            self._pubsub.unsubscribe(kind, key)
-            self._pubsub.unsubscribe(CHANNEL, receiver)
 
     def _forget_consumer(self, consumer: GroupConsumer) -> None:
         consumers = self._wakes.get(consumer.wake_channel)
@@ -459,36 +403,12 @@ class RedisBroker(BrokerAdapter):
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _on_message(self, channel: bytes, data: bytes) -> None:
-        route = self._channels.get(channel)
-        if route is None:
-            consumers = self._wakes.get(channel)
-            if consumers:
-                for consumer in consumers:
-                    consumer.wake(data)
-            return
-        message = decode_or_log(data, route.topic)
-        if message is None:
-            return
-        for subscription in route.subscriptions:
-            if not subscription.offer(message):
-                await subscription.deliver(message)
-
-    async def _on_pattern_message(self, glob: bytes, channel: bytes, data: bytes) -> None:
-        route = self._globs.get(glob)
-        if route is None or b":" in channel:  # AMB's own channels (wake-ups) contain ':', topics never
-            return
-        topic = channel.decode("utf-8", "replace")
-        message: Message | None = None
-        for subscription in route.subscriptions:
-            if not subscription.matches(topic):
-                continue
-            if message is None:
-                message = decode_or_log(data, topic)
-                if message is None:
-                    return
-            if not subscription.offer(message):
-                await subscription.deliver(message)
+    def _wake(self, channel: bytes, data: bytes) -> None:
+        """A message on a channel no ungrouped subscription listens to: a group's wake-up."""
+        consumers = self._wakes.get(channel)
+        if consumers:
+            for consumer in consumers:
+                consumer.wake(data)
 
     # -- recovering -------------------------------------------------------------------------
 
