@@ -13,7 +13,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 )
 from aiokafka.errors import for_code  # type: ignore[import-untyped]
 
-from amb_core.backoff import backoff_delays
+from amb_core.adapter import backoff_delays
 from amb_kafka._errors import MAPPED, Boundary
 
 logger = logging.getLogger("amb.kafka")

@@ -49,10 +49,14 @@ from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from aiokafka.producer.message_accumulator import BatchBuilder  # type: ignore[import-untyped]
 from pydantic_core import from_json
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import AMBError, BrokerUnavailableError, MessageTooLargeError
-from amb_core.message import Message
-from amb_core.wire import encode
+from amb_core.adapter import (
+    AMBError,
+    BrokerUnavailableError,
+    Message,
+    MessageTooLargeError,
+    backoff_delays,
+    encode,
+)
 from amb_kafka._errors import MAPPED, Boundary, is_unreachable
 
 if TYPE_CHECKING:
@@ -61,7 +65,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("amb.kafka")
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
-#: How every envelope `amb_core.wire.encode` writes starts: its id follows.
+#: How every envelope `amb_core.adapter.encode` writes starts: its id follows.
 _ID_AT = b'{"amb":1,"id":"'
 _MAX_IDLE_STATES = 4096
 #: Messages without a key stick to one partition for a batch (fewer, fuller batches), and move
@@ -86,7 +90,7 @@ _PRODUCER_BROKEN = (
 
 
 def message_id(value: bytes) -> str:
-    """The id in an envelope `amb_core.wire.encode` wrote (it starts ``{"amb":1,"id":"``)."""
+    """The id in an envelope `amb_core.adapter.encode` wrote (it starts ``{"amb":1,"id":"``)."""
     if value.startswith(_ID_AT):
         end = value.find(b'"', len(_ID_AT))
         if end > 0:

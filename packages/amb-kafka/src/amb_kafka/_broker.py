@@ -14,16 +14,22 @@ from aiokafka.errors import KafkaConnectionError, ProducerClosed  # type: ignore
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: ignore[import-untyped]
 
-from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.backoff import backoff_delays
-from amb_core.errors import AMBError, BrokerRefusedError, BrokerUnavailableError
-from amb_core.groups import GroupInfo
-from amb_core.link import Link
-from amb_core.logs import throttled
-from amb_core.message import Message
-from amb_core.policy import Policy
-from amb_core.subscription import Subscription
-from amb_core.topics import INBOX_PREFIX, RESERVED_PREFIX
+from amb_core.adapter import (
+    INBOX_PREFIX,
+    RESERVED_PREFIX,
+    AMBError,
+    BrokerAdapter,
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    Capabilities,
+    GroupInfo,
+    Link,
+    Message,
+    Policy,
+    Subscription,
+    backoff_delays,
+    throttled,
+)
 from amb_kafka import _fanout, _group_consumer
 from amb_kafka._admin import DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_NUM_PARTITIONS, TopicAdmin
 from amb_kafka._batcher import Batcher, Topic
@@ -49,7 +55,7 @@ class KafkaBroker(BrokerAdapter):
 
     Options:
 
-    - the failure policy every adapter takes (`amb_core.policy.Policy`): ``max_attempts`` (3),
+    - the failure policy every adapter takes (`amb_core.Policy`): ``max_attempts`` (3),
       ``connect_timeout`` (10 s), ``outage_timeout`` (30 s), ``outage_buffer`` (10,000).
     - ``num_partitions`` (`DEFAULT_NUM_PARTITIONS`, 8; None: the broker's ``num.partitions``) and
       ``replication_factor`` (the broker's default): for topics the adapter creates. A group

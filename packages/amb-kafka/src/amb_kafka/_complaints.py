@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from amb_core.link import Link
-from amb_core.logs import throttled
+from amb_core.adapter import Link, throttled
 
 logger = logging.getLogger("amb.kafka")
 

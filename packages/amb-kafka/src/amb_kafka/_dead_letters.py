@@ -8,9 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError
-from amb_core.link import Link
+from amb_core.adapter import BrokerUnavailableError, Link, backoff_delays
 from amb_kafka._naming import dead_letter_topic
 
 logger = logging.getLogger("amb.kafka")

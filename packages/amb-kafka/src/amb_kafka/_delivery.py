@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from amb_core.delivery import Delivery
+from amb_core.adapter import Delivery
 
 if TYPE_CHECKING:
     from aiokafka import TopicPartition  # type: ignore[import-untyped]

@@ -23,13 +23,7 @@ from collections.abc import Iterator
 
 from aiokafka import errors as kafka  # type: ignore[import-untyped]
 
-from amb_core.errors import (
-    AMBError,
-    BrokerRefusedError,
-    BrokerUnavailableError,
-    MessageTooLargeError,
-    scrub,
-)
+from amb_core.adapter import AMBError, BrokerRefusedError, BrokerUnavailableError, MessageTooLargeError, scrub
 
 #: The broker refused who we are or what we asked for: retrying will not change its mind.
 REFUSED: tuple[type[BaseException], ...] = (

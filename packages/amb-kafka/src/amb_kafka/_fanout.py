@@ -14,11 +14,15 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.errors import ConsumerStoppedError  # type: ignore[import-untyped]
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import AMBError, InvalidMessageError
-from amb_core.routing import RouteTable
-from amb_core.subscription import Subscription
-from amb_core.wire import decode, log_invalid
+from amb_core.adapter import (
+    AMBError,
+    InvalidMessageError,
+    RouteTable,
+    Subscription,
+    backoff_delays,
+    decode,
+    log_invalid,
+)
 from amb_kafka._admin import TopicAdmin
 from amb_kafka._complaints import complain, unexpected
 from amb_kafka._errors import MAPPED, Boundary
@@ -92,7 +96,7 @@ class FanoutReader:
         self._consumer: Any = None
         self._readers: dict[str, _Reader] = {}
         #: Which subscriptions a topic's records go to: found in O(segments) of the topic, and
-        #: a subscription coming or going changes only what it touches (amb_core.routing).
+        #: a subscription coming or going changes only what it touches (amb_core.adapter.RouteTable).
         self._routes: RouteTable[_Reader] = RouteTable()
         self._assigned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()

@@ -17,10 +17,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     IllegalStateError,
 )
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import AMBError, BrokerUnavailableError
-from amb_core.groups import note_backlog
-from amb_core.subscription import Subscription
+from amb_core.adapter import AMBError, BrokerUnavailableError, Subscription, backoff_delays, note_backlog
 from amb_kafka._admin import TopicAdmin
 from amb_kafka._complaints import complain, unexpected
 from amb_kafka._dead_letters import DeadLetters

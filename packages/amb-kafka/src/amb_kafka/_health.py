@@ -23,8 +23,7 @@ from typing import Any
 
 from aiokafka.conn import CloseReason  # type: ignore[import-untyped]
 
-from amb_core.backoff import backoff_delays
-from amb_core.link import Link
+from amb_core.adapter import Link, backoff_delays
 from amb_kafka import _quiet
 
 logger = logging.getLogger("amb.kafka")

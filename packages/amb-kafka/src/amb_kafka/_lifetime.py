@@ -26,10 +26,14 @@ from aiokafka import errors as kafka_errors
 from aiokafka.protocol.admin import DeleteGroupsRequest  # type: ignore[import-untyped]
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import GroupInUseError, InvalidTopicError
-from amb_core.groups import GroupInfo
-from amb_core.topics import validate_group, validate_pattern
+from amb_core.adapter import (
+    GroupInfo,
+    GroupInUseError,
+    InvalidTopicError,
+    backoff_delays,
+    validate_group,
+    validate_pattern,
+)
 from amb_kafka._errors import Boundary
 from amb_kafka._naming import group_id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from amb_core.topics import MAX_TOPIC_LENGTH, RESERVED_PREFIX, is_pattern, pattern_regex
+from amb_core.adapter import MAX_TOPIC_LENGTH, RESERVED_PREFIX, is_pattern, pattern_regex
 
 #: Dead letters live under the bus's reserved prefix, so wildcards never re-consume them.
 DLQ_PREFIX = f"{RESERVED_PREFIX}dlq."

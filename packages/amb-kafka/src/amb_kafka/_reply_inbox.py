@@ -3,7 +3,7 @@ group like the ungrouped subscriptions, and deleted with the inbox."""
 
 from __future__ import annotations
 
-from amb_core.subscription import Subscription
+from amb_core.adapter import Subscription
 from amb_kafka._fanout import FanoutReader
 
 

@@ -67,7 +67,7 @@ class AmbInstrumentor:
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """The packages this instruments, as ``opentelemetry-instrument`` checks them."""
-        return ("amb-core >= 0.4.0, < 0.5",)
+        return ("amb-core >= 0.5.0, < 0.6",)
 
     def instrument(self, **kwargs: Any) -> None:
         """Instrument every bus created from now on. Options: ``tracer_provider`` and

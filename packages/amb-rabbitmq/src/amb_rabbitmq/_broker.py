@@ -8,7 +8,7 @@ broker is back (its `Link`) and never acknowledge a delivery on a channel that n
 
 During an outage the adapter does not wait: a publish without a session raises
 `BrokerUnavailableError` at once (after `Link.lost`), and the bus keeps the message and sends it
-once the link is restored (amb_core.outbox).
+once the link is restored (the bus's outbox).
 """
 
 from __future__ import annotations
@@ -25,14 +25,18 @@ import aiormq.exceptions
 from pamqp.commands import Basic
 from yarl import URL
 
-from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.errors import AMBError, BrokerUnavailableError
-from amb_core.groups import GroupInfo
-from amb_core.link import Link
-from amb_core.message import Message
-from amb_core.policy import Policy
-from amb_core.subscription import Subscription
-from amb_core.wire import encode
+from amb_core.adapter import (
+    AMBError,
+    BrokerAdapter,
+    BrokerUnavailableError,
+    Capabilities,
+    GroupInfo,
+    Link,
+    Message,
+    Policy,
+    Subscription,
+    encode,
+)
 from amb_rabbitmq._consumer import QueueConsumer
 from amb_rabbitmq._errors import CLIENT_ERRORS, Boundary, is_refusal
 from amb_rabbitmq._fanout import FanoutReader

@@ -22,10 +22,7 @@ import aiormq
 from aio_pika.abc import AbstractQueue
 from aiormq.abc import DeliveredMessage
 
-from amb_core.errors import InvalidMessageError
-from amb_core.message import Message
-from amb_core.subscription import Subscription
-from amb_core.wire import decode
+from amb_core.adapter import InvalidMessageError, Message, Subscription, decode
 from amb_rabbitmq._acks import Acknowledger
 from amb_rabbitmq._delivery import RabbitMQDelivery
 from amb_rabbitmq._naming import Names

@@ -9,8 +9,7 @@ one in memory (docs/semantics.md: treat ``msg.payload`` as read-only).
 
 from __future__ import annotations
 
-from amb_core.message import Message
-from amb_core.wire import decode
+from amb_core.adapter import Message, decode
 
 #: Bodies remembered; copies of one message arrive within a few deliveries of each other.
 _RECENT = 32
@@ -19,7 +18,7 @@ _MAX_BODY = 64 * 1024
 
 
 class SharedDecoder:
-    """`amb_core.wire.decode` with a small memory of recently decoded bodies. What is not a
+    """`amb_core.adapter.decode` with a small memory of recently decoded bodies. What is not a
     valid envelope raises `InvalidMessageError` each time: each subscription settles its copy."""
 
     __slots__ = ("_recent",)

@@ -25,9 +25,7 @@ from typing import TYPE_CHECKING
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from amb_core.delivery import Delivery
-from amb_core.logs import message_fields
-from amb_core.message import Message
+from amb_core.adapter import Delivery, Message, message_fields
 from amb_rabbitmq._errors import CLIENT_ERRORS
 from amb_rabbitmq._properties import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER, properties_for_retry
 

@@ -9,7 +9,7 @@ become amb-core's, with a message that names the broker (URL without its passwor
   timeout, a peer that does not speak AMQP, a TLS mismatch, a closed connection or channel)
   -> `BrokerUnavailableError` (a `ConnectionError`: it may pass).
 
-Every text quoted from the client library goes through `amb_core.errors.scrub` first.
+Every text quoted from the client library goes through `amb_core.adapter.scrub` first.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiormq.exceptions
 import pamqp.exceptions
 
-from amb_core.errors import AMBError, BrokerRefusedError, BrokerUnavailableError, scrub
+from amb_core.adapter import AMBError, BrokerRefusedError, BrokerUnavailableError, scrub
 
 #: What aio-pika, aiormq and pamqp raise for a broker that is gone, refuses or misbehaves, and
 #: what the OS raises underneath (asyncio.TimeoutError is not an OSError before Python 3.11;

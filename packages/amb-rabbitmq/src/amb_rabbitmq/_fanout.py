@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aio_pika.abc import AbstractQueue
 
-from amb_core.subscription import Subscription
+from amb_core.adapter import Subscription
 from amb_rabbitmq._consumer import QueueConsumer
 from amb_rabbitmq._naming import Names
 from amb_rabbitmq._properties import MAX_PRIORITY

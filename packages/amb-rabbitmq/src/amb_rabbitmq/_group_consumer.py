@@ -10,8 +10,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractQueue
 from pamqp.common import FieldTable
 
-from amb_core.groups import note_backlog
-from amb_core.subscription import Subscription
+from amb_core.adapter import Subscription, note_backlog
 from amb_rabbitmq._consumer import QueueConsumer
 from amb_rabbitmq._errors import CLIENT_ERRORS
 from amb_rabbitmq._group_registry import GroupRegistry, expires_ms

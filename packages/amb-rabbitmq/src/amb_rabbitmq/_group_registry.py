@@ -29,8 +29,7 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
-from amb_core.errors import GroupInUseError
-from amb_core.groups import GroupInfo
+from amb_core.adapter import GroupInfo, GroupInUseError
 from amb_rabbitmq._naming import Names
 
 logger = logging.getLogger("amb")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
-from amb_core.topics import RESERVED_PREFIX
+from amb_core.adapter import RESERVED_PREFIX
 
 #: AMQP's limit on a queue name, in bytes (all our names are ASCII).
 _MAX_QUEUE_NAME = 255

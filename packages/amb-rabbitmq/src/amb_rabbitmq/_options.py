@@ -1,7 +1,7 @@
 """The adapter's own options: `RabbitMQBroker`'s keyword arguments (``RabbitMQBroker(url,
 exchange=...)`` or ``MessageBus.from_url(url, exchange=...)``), validated and kept in `Options`;
 the failure-policy ones (``max_attempts``, ``connect_timeout``, ``outage_timeout``,
-``outage_buffer``, ``group_expiry``) are amb-core's `amb_core.policy.Policy`."""
+``outage_buffer``, ``group_expiry``) are amb-core's `amb_core.Policy`."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """How an AMB message maps onto AMQP message properties.
 
-The body is always `amb_core.wire.encode(message)`, the truth every adapter shares. Properties
+The body is always `amb_core.adapter.encode(message)`, the truth every adapter shares. Properties
 only let RabbitMQ act on what it understands natively:
 
 - ``priority``: `MessagePriority` (0..3), honoured by queues declared with ``x-max-priority: 3``;
 - ``expiration``: the message's ttl in milliseconds, so the broker drops it unread;
 - ``delivery_mode``: 2 (persistent) by default, 1 for reply inboxes, which are transient anyway;
 - ``message_id``: the AMB id (aiormq also uses it to match a returned, unroutable message);
-- ``content_type``: `amb_core.wire.CONTENT_TYPE`;
+- ``content_type``: `amb_core.adapter.CONTENT_TYPE`;
 - header ``x-amb-attempt``: on a retried grouped message, the number of the coming attempt;
   a dead letter carries the number of attempts made, ``x-amb-queue`` (the queue it failed in)
   and ``x-amb-reason`` (why: the handler's exception, or why the bytes are not an envelope).
@@ -21,9 +21,7 @@ from typing import Any
 
 from pamqp.commands import Basic
 
-from amb_core.message import Message
-from amb_core.topics import RESERVED_PREFIX
-from amb_core.wire import CONTENT_TYPE
+from amb_core.adapter import CONTENT_TYPE, RESERVED_PREFIX, Message
 
 #: ``x-max-priority`` of subscription queues: MessagePriority.URGENT. RabbitMQ keeps one
 #: internal queue per level, so no more levels than the bus has.

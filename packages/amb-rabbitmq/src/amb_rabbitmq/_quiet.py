@@ -2,7 +2,7 @@
 
 aiormq logs an ERROR for every failed connection attempt ("error when creating transport") and
 an ERROR plus a WARNING with a traceback when a connection drops: during an outage, one per
-reconnect attempt. The adapter reports outages itself, once, through its `amb_core.link.Link`
+reconnect attempt. The adapter reports outages itself, once, through its `amb_core.adapter.Link`
 (one line lost, one back, a reminder a minute), so these lines are only noise: they are logged
 at DEBUG instead, and never with the password (aiormq already censors URLs; this is a second
 guard).
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from amb_core.logs import throttled
+from amb_core.adapter import throttled
 from amb_rabbitmq._errors import Boundary
 
 logger = logging.getLogger("amb.rabbitmq")

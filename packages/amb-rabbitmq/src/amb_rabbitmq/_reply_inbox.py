@@ -7,7 +7,7 @@ import aiormq
 from aio_pika.abc import AbstractQueue
 from aiormq.abc import DeliveredMessage
 
-from amb_core.subscription import Subscription
+from amb_core.adapter import Subscription
 from amb_rabbitmq._consumer import QueueConsumer
 from amb_rabbitmq._naming import Names
 from amb_rabbitmq._session import Session
