@@ -617,6 +617,11 @@ async def _abandon(producer: Any) -> None:
         # this, failing it raises KeyError in that callback.
         accumulator._pending_batches.update(batches)
     accumulator.fail_all(ProducerClosed())
+    for batch in accumulator._pending_batches:
+        # The batcher has reported these messages (with their ids) already; unread, the same
+        # failure would come again from asyncio as "exception was never retrieved".
+        batch.future.exception()
+        batch._drain_waiter.exception()
     await _quietly(producer.stop())
 
 
