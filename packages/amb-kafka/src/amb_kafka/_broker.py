@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import anyio
@@ -27,7 +27,9 @@ from amb_core.adapter import (
     Message,
     Policy,
     Subscription,
+    TaskSet,
     backoff_delays,
+    keep_reconnecting,
     throttled,
 )
 from amb_kafka import _fanout, _group_consumer
@@ -138,12 +140,14 @@ class KafkaBroker(BrokerAdapter):
         self._batcher: Batcher | None = None
         self._opening: dict[str, asyncio.Future[Topic | None]] = {}
         self._renewal: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        #: Replacing the producer, stopping a replaced one, re-reading a topic's size limit.
+        self._background = TaskSet(self._boundary.name)
         self._fanout: FanoutReader | None = None
         self._inbox: ReplyInbox | None = None
         self._members: dict[str, GroupConsumer] = {}
         self._groups: Groups | None = None
-        self._leaving: set[asyncio.Task[None]] = set()
+        #: Group members leaving (once their handlers are done).
+        self._leaving = TaskSet(self._boundary.name)
         self._dead_letters = DeadLetters(self._send_record, self._link)
 
     @classmethod
@@ -262,24 +266,18 @@ class KafkaBroker(BrokerAdapter):
         if self._renewal is not None or self._producer is None or self._batcher is None:
             return
         self._batcher.pause()
-        self._renewal = asyncio.ensure_future(self._replace_producer(reason))
+        self._renewal = self._background.start(self._replace_producer(reason))
 
     async def _replace_producer(self, reason: str) -> None:
         old = self._producer
         throttled(logger, "kafka-producer", "%s: replacing the producer (%s)", self._boundary.name, reason)
         try:
-            delays = backoff_delays()
-            while True:
-                try:
-                    new = await self._start_producer()
-                    break
-                except AMBError as error:
-                    logger.debug("%s: could not start a new producer yet: %s", self._boundary.name, error)
-                    if self._link.up:
-                        self._health.suspect("could not start a producer")
-                        await asyncio.sleep(next(delays))
-                    else:
-                        await self._link.wait_up(None)
+            new = await keep_reconnecting(
+                self._start_producer_when_up,
+                retry_on=AMBError,
+                on_failure=self._producer_not_started,
+                delays=self._producer_pauses(),
+            )
             if self._producer is not old or self._batcher is None:  # disconnected meanwhile
                 self._retire(new)
                 return
@@ -289,12 +287,28 @@ class KafkaBroker(BrokerAdapter):
             self._renewal = None
         self._retire(old)
 
+    async def _start_producer_when_up(self) -> Any:
+        await self._link.wait_up(None)  # at once while the broker is reachable
+        return await self._start_producer()
+
+    def _producer_not_started(self, error: BaseException) -> None:
+        logger.debug("%s: could not start a new producer yet: %s", self._boundary.name, error)
+        if self._link.up:
+            self._health.suspect("could not start a producer")
+
+    def _producer_pauses(self) -> Iterator[float]:
+        """The pauses before each attempt to start a producer: none before the first, then
+        `backoff_delays` while the broker is reachable (it refused this producer), none while
+        it is not (the attempt waits for it)."""
+        yield 0.0
+        delays = backoff_delays()
+        while True:
+            yield next(delays) if self._link.up else 0.0
+
     def _relearn_limit(self, topic: str) -> None:
         """The broker refused a batch of ``topic`` as too large: its limit changed since the
         topic was opened. Read it again, so that the next ones are refused before sending."""
-        task = asyncio.ensure_future(self._read_limit(topic))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.start(self._read_limit(topic))
 
     async def _read_limit(self, topic: str) -> None:
         if self._admin is None or self._batcher is None:
@@ -310,16 +324,13 @@ class KafkaBroker(BrokerAdapter):
     def _retire(self, producer: Any) -> None:
         """Stop ``producer`` in the background, without waiting for what it had not settled
         (the batcher has sent that again through its successor, or logged it)."""
-        task = asyncio.ensure_future(_abandon(producer))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.start(_abandon(producer))
 
     async def disconnect(self) -> None:
         members, self._members = list(self._members.values()), {}
         for member in members:
             self._leave(member)
-        if self._leaving:
-            await asyncio.wait(self._leaving, timeout=self._options.leave_timeout + 5)
+        await self._leaving.wait(self._options.leave_timeout + 5)
         for reader in (self._fanout, self._inbox):
             if reader is not None:
                 await reader.close()
@@ -343,10 +354,7 @@ class KafkaBroker(BrokerAdapter):
             await _quietly(groups.close())
         if admin is not None:
             await _quietly(admin.close())
-        if self._background:
-            await asyncio.wait(self._background, timeout=self._options.leave_timeout)
-            for task in list(self._background):
-                task.cancel()
+        await self._background.close(self._options.leave_timeout)
         await self._health.close()
 
     def _connected(self) -> tuple[Any, TopicAdmin]:
@@ -539,9 +547,7 @@ class KafkaBroker(BrokerAdapter):
         # Stop feeding now; leave the group once the handlers in flight are done, so their
         # offsets are committed rather than read again by the next member.
         member.stop_reading()
-        task = asyncio.ensure_future(member.stop(self._options.leave_timeout))
-        self._leaving.add(task)
-        task.add_done_callback(self._leaving.discard)
+        self._leaving.start(member.stop(self._options.leave_timeout))
 
 
 def _topic_created() -> None:

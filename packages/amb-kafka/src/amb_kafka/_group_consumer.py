@@ -17,7 +17,14 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     IllegalStateError,
 )
 
-from amb_core.adapter import AMBError, BrokerUnavailableError, Subscription, backoff_delays, note_backlog
+from amb_core.adapter import (
+    AMBError,
+    BrokerUnavailableError,
+    Subscription,
+    TaskSet,
+    backoff_delays,
+    note_backlog,
+)
 from amb_kafka._admin import TopicAdmin
 from amb_kafka._complaints import complain, unexpected
 from amb_kafka._dead_letters import DeadLetters
@@ -111,7 +118,8 @@ class GroupConsumer:
         self._commit_wanted = asyncio.Event()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._retries: set[asyncio.Task[None]] = set()
+        #: Records being delivered again (see `retry`).
+        self._retries = TaskSet(f"group {self.group_id}")
         self._stopping = False
 
     def poke(self) -> None:
@@ -322,9 +330,7 @@ class GroupConsumer:
         """Deliver the record again, here, as the next attempt."""
         if self._stopping or not delivery.tracker.active:
             return  # left uncommitted: the group reads it again
-        task = asyncio.ensure_future(self._redeliver(delivery))
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        self._retries.start(self._redeliver(delivery))
 
     async def _redeliver(self, delivery: KafkaDelivery) -> None:
         record = delivery.record

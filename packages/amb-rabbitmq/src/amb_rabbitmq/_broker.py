@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import fields
 from functools import partial
 from typing import Any, ClassVar
@@ -35,6 +35,7 @@ from amb_core.adapter import (
     Message,
     Policy,
     Subscription,
+    TaskSet,
     encode,
 )
 from amb_rabbitmq._consumer import QueueConsumer
@@ -116,8 +117,10 @@ class RabbitMQBroker(BrokerAdapter):
         self._consumers: dict[str, QueueConsumer] = {}
         self._open = False
         self._lock: asyncio.Lock | None = None
+        #: Everything the adapter runs beside the bus: reconnecting, closing a lost session,
+        #: retiring consumers, noting that a group lost its last member.
+        self._tasks = TaskSet(self.describe())
         self._reconnecting: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         # The session on whose fast channel fire-and-forget messages went since the last fence.
         self._unfenced: Session | None = None
         # When the link was last restored (loop time); None before the first outage.
@@ -143,10 +146,7 @@ class RabbitMQBroker(BrokerAdapter):
 
     async def disconnect(self) -> None:
         self._open = False
-        tasks = [*self._background, *([self._reconnecting] if self._reconnecting else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         self._reconnecting = None
         session, self._session = self._session, None
         self._consumers.clear()
@@ -209,9 +209,9 @@ class RabbitMQBroker(BrokerAdapter):
         # The Link logs it (once per outage); the details are for DEBUG.
         logger.debug("RabbitMQ session %d lost: %r", session.number, reason)
         self.link.lost(self.boundary.reason(reason) if reason is not None else "the connection closed")
-        self._spawn(session.close())  # when only a channel died, the connection is still open
+        self._tasks.start(session.close())  # when only a channel died, the connection is still open
         if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+            self._reconnecting = self._tasks.start(self._reconnect())
 
     async def _reconnect(self) -> None:
         session = await self.link.reconnect(self._reconnect_once, keep_going=lambda: self._open)
@@ -238,11 +238,6 @@ class RabbitMQBroker(BrokerAdapter):
                 raise BrokerUnavailableError(
                     self.boundary.why(error, f"connect_timeout ({timeout} s)")
                 ) from error
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _unavailable(self) -> BrokerUnavailableError:
         """The error for an operation that needs a connection when there is none."""
@@ -439,7 +434,7 @@ class RabbitMQBroker(BrokerAdapter):
             # Failed or cancelled: a consumer the broker may have started already must go too.
             self._consumers.pop(subscription.id, None)
             consumer.active = False
-            self._spawn(self._retire(consumer))
+            self._tasks.start(self._retire(consumer))
             raise
 
     def _consumer_for(self, subscription: Subscription) -> QueueConsumer:
@@ -467,9 +462,9 @@ class RabbitMQBroker(BrokerAdapter):
             logger.debug("cancelling the consumer of queue %s failed: %r", consumer.queue, error)
             return
         if isinstance(consumer, GroupConsumer):
-            self._spawn(consumer.note_left(self._session))
+            self._tasks.start(consumer.note_left(self._session))
         if release_later:
-            self._spawn(consumer.release())
+            self._tasks.start(consumer.release())
         else:
             await consumer.release()
 
@@ -508,7 +503,7 @@ class RabbitMQBroker(BrokerAdapter):
         for consumer in self._consumers.values():
             if consumer.active and session is not None and consumer.consumer_tag == frame.consumer_tag:
                 logger.warning("RabbitMQ cancelled the consumer of queue %s; restoring it", consumer.queue)
-                self._spawn(self._restart(consumer, session))
+                self._tasks.start(self._restart(consumer, session))
 
     async def _restart(self, consumer: QueueConsumer, session: Session) -> None:
         assert self._lock is not None
