@@ -97,8 +97,12 @@ async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in
     lines = [
         f"{r.name} {r.levelname}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING
     ]
-    # One line lost and one back per bus (three buses), nothing from aiokafka.
-    assert len(lines) <= 6, "\n".join(lines)
+    # One line lost and one back per bus (three buses), nothing from aiokafka; and, should the
+    # broker take over a minute to come back (a loaded machine), the Link's once-a-minute reminder.
+    told = [
+        line for line in lines if not line.startswith("amb.link WARNING: ") or "still unreachable" not in line
+    ]
+    assert len(told) <= 6, "\n".join(lines)
     assert all(line.startswith("amb.") for line in lines), "\n".join(lines)
 
 

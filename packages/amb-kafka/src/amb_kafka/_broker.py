@@ -270,7 +270,12 @@ class KafkaBroker(BrokerAdapter):
 
     async def _replace_producer(self, reason: str) -> None:
         old = self._producer
-        throttled(logger, "kafka-producer", "%s: replacing the producer (%s)", self._boundary.name, reason)
+        if self._link.up:
+            throttled(
+                logger, "kafka-producer", "%s: replacing the producer (%s)", self._boundary.name, reason
+            )
+        else:  # part of recovering from an outage the link has told already
+            logger.debug("%s: replacing the producer (%s)", self._boundary.name, reason)
         try:
             new = await keep_reconnecting(
                 self._start_producer_when_up,
