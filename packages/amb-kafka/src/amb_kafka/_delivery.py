@@ -9,8 +9,8 @@ from amb_core.adapter import Delivery
 if TYPE_CHECKING:
     from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
-    from amb_kafka.groups import GroupMember
-    from amb_kafka.offsets import PartitionTracker
+    from amb_kafka._group_consumer import GroupConsumer
+    from amb_kafka._offsets import PartitionTracker
 
 
 class KafkaDelivery(Delivery):
@@ -30,7 +30,7 @@ class KafkaDelivery(Delivery):
 
     def __init__(
         self,
-        member: GroupMember,
+        member: GroupConsumer,
         tp: TopicPartition,
         tracker: PartitionTracker,
         record: Any,

@@ -17,13 +17,19 @@ original exception is not chained (``raise ... from None``), so a traceback does
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from aiokafka import errors as kafka  # type: ignore[import-untyped]
 
-from amb_core.adapter import AMBError, BrokerRefusedError, BrokerUnavailableError, MessageTooLargeError, scrub
+from amb_core.adapter import (
+    AMBError,
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    MessageTooLargeError,
+    error_boundary,
+    scrub,
+)
 
 #: The broker refused who we are or what we asked for: retrying will not change its mind.
 REFUSED: tuple[type[BaseException], ...] = (
@@ -45,7 +51,7 @@ TOO_LARGE: tuple[type[BaseException], ...] = (
     kafka.RecordTooLargeError,
 )
 #: What the network, the event loop or aiokafka raise when the broker cannot be reached.
-UNREACHABLE: tuple[type[BaseException], ...] = (
+UNREACHABLE: tuple[type[Exception], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError too on 3.11+
     EOFError,
     asyncio.TimeoutError,  # not an OSError on 3.10
@@ -59,7 +65,7 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     kafka.ProducerClosed,
 )
 #: Everything the boundary maps (other exceptions are bugs and pass through unchanged).
-MAPPED: tuple[type[BaseException], ...] = (kafka.KafkaError, *UNREACHABLE)
+MAPPED: tuple[type[Exception], ...] = (kafka.KafkaError, *UNREACHABLE)
 
 
 def kind(error: BaseException) -> type[AMBError]:
@@ -109,12 +115,7 @@ class Boundary:
             return error
         return kind(error)(f"{self.name}: {doing}: {self.reason(error)}")
 
-    @contextlib.contextmanager
-    def __call__(self, doing: str) -> Iterator[None]:
-        """``with boundary("creating topic x"):`` raises only amb-core's errors."""
-        try:
-            yield
-        except MAPPED as error:
-            if isinstance(error, AMBError):
-                raise
-            raise self.error(error, doing) from None
+    def __call__(self, doing: str) -> AbstractContextManager[None]:
+        """``with boundary("creating topic x"):`` raises only amb-core's errors (unchained) for
+        what the client library raises."""
+        return error_boundary(lambda error: self.error(error, doing), catch=MAPPED)

@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka.conn import CloseReason  # type: ignore[import-untyped]
 
 from amb_core.adapter import Link, backoff_delays
-from amb_kafka import quiet
+from amb_kafka import _quiet
 
 logger = logging.getLogger("amb.kafka")
 
@@ -48,13 +48,13 @@ class Health:
     def open(self) -> None:
         """Start watching (the adapter connected)."""
         self._open = True
-        quiet.watch(self)
+        _quiet.watch(self)
         _healths.setdefault(self.link.name, weakref.WeakSet()).add(self)
 
     async def close(self) -> None:
         """Stop watching and probing (the adapter is disconnecting)."""
         self._open = False
-        quiet.forget(self)
+        _quiet.forget(self)
         _healths.get(self.link.name, weakref.WeakSet()).discard(self)
         task, self._task = self._task, None
         if task is not None:
@@ -121,7 +121,7 @@ class Health:
                     continue
                 if not self.link.up:
                     self._outage = None
-                    self._quiet_until = time.monotonic() + quiet.GRACE
+                    self._quiet_until = time.monotonic() + _quiet.GRACE
                     self.link.restored()
                     _back(self)
                 return

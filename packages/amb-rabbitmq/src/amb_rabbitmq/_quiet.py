@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from amb_core.adapter import throttled
-from amb_rabbitmq.boundary import Boundary
+from amb_rabbitmq._errors import Boundary
 
 logger = logging.getLogger("amb.rabbitmq")
 

@@ -1,14 +1,12 @@
-"""The adapter's own options (``RabbitMQBroker(url, **options)`` or ``MessageBus.from_url(url,
-**options)``); the failure-policy ones (``max_attempts``, ``connect_timeout``,
-``outage_timeout``, ``outage_buffer``) are amb-core's `amb_core.Policy`."""
+"""The adapter's own options: `RabbitMQBroker`'s keyword arguments (``RabbitMQBroker(url,
+exchange=...)`` or ``MessageBus.from_url(url, exchange=...)``), validated and kept in `Options`;
+the failure-policy ones (``max_attempts``, ``connect_timeout``, ``outage_timeout``,
+``outage_buffer``, ``group_expiry``) are amb-core's `amb_core.Policy`."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
-from typing import Any
-
-from amb_core.adapter import Policy
+from dataclasses import dataclass
 
 # Room is left for the suffixes the adapter appends (".group.<name>.<pattern>" and the like).
 _EXCHANGE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
@@ -27,30 +25,18 @@ class Options:
 
     #: Name of the durable topic exchange; also the prefix of every queue and exchange the
     #: adapter declares, so two applications on one vhost can keep apart.
-    exchange: str = "amb"
+    exchange: str
     #: Unacknowledged messages the broker may push to one subscription; None sizes it from the
     #: subscription's concurrency.
-    prefetch: int | None = None
+    prefetch: int | None
     #: Publish with delivery_mode=2, so messages waiting in a group's durable queue survive a
     #: broker restart. Ungrouped queues are transient either way.
-    persistent: bool = True
+    persistent: bool
     #: The largest encoded message (AMQP body) `publish` sends: the broker's ``max_message_size``
-    #: setting, whose default this is. Set it to match a broker configured otherwise.
-    max_message_size: int = BROKER_DEFAULT_MAX_MESSAGE_SIZE
+    #: setting (`BROKER_DEFAULT_MAX_MESSAGE_SIZE` unless configured otherwise).
+    max_message_size: int
 
-    @classmethod
-    def parse(cls, options: dict[str, Any]) -> Options:
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(
-                f"RabbitMQBroker got unknown options {unknown}; it takes {sorted(known | Policy.NAMES)}"
-            )
-        parsed = cls(**options)
-        parsed._check()
-        return parsed
-
-    def _check(self) -> None:
+    def __post_init__(self) -> None:
         if (
             not isinstance(self.exchange, str)
             or len(self.exchange) > _MAX_EXCHANGE

@@ -17,19 +17,26 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     IllegalStateError,
 )
 
-from amb_core.adapter import AMBError, BrokerUnavailableError, Subscription, backoff_delays, note_backlog
-from amb_kafka.admin import TopicAdmin
-from amb_kafka.boundary import MAPPED, Boundary
-from amb_kafka.complaints import complain, unexpected
-from amb_kafka.deadletter import DeadLetters
-from amb_kafka.delivery import KafkaDelivery
-from amb_kafka.fetching import keep_fetching
-from amb_kafka.lifetime import Groups, stamped
-from amb_kafka.naming import group_id, topic_regex, wildcard
-from amb_kafka.offsets import PartitionTracker
+from amb_core.adapter import (
+    AMBError,
+    BrokerUnavailableError,
+    Subscription,
+    TaskSet,
+    backoff_delays,
+    note_backlog,
+)
+from amb_kafka._admin import TopicAdmin
+from amb_kafka._complaints import complain, unexpected
+from amb_kafka._dead_letters import DeadLetters
+from amb_kafka._delivery import KafkaDelivery
+from amb_kafka._errors import MAPPED, Boundary
+from amb_kafka._fetching import keep_fetching
+from amb_kafka._lifetime import Groups, stamped
+from amb_kafka._naming import group_id, topic_regex, wildcard
+from amb_kafka._offsets import PartitionTracker
 
 if TYPE_CHECKING:
-    from amb_kafka.health import Health
+    from amb_kafka._health import Health
 
 logger = logging.getLogger("amb.kafka")
 
@@ -40,7 +47,7 @@ _REBALANCED = (CommitFailedError, IllegalStateError, ConsumerStoppedError)
 _STAMP_TIMEOUT = 5.0
 
 #: Wildcard group members of this process, so a topic created here is discovered at once.
-_wildcard_members: weakref.WeakSet[GroupMember] = weakref.WeakSet()
+_wildcard_members: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
 
 
 def topic_created() -> None:
@@ -53,7 +60,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     (a rebalance completing as its consumer closes), so they are given that consumer rather than
     looking it up, and whatever they raise is the member's to report, not aiokafka's."""
 
-    def __init__(self, member: GroupMember, consumer: Any) -> None:
+    def __init__(self, member: GroupConsumer, consumer: Any) -> None:
         self._member = member
         self._consumer = consumer
 
@@ -70,7 +77,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._member.rebalance_failed("taking its partitions", error)
 
 
-class GroupMember:
+class GroupConsumer:
     """One grouped subscription: a consumer in the group ``<group>.<pattern>``.
 
     A partition nobody in the group has committed yet starts at its end offset if its topic
@@ -111,7 +118,8 @@ class GroupMember:
         self._commit_wanted = asyncio.Event()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._retries: set[asyncio.Task[None]] = set()
+        #: Records being delivered again (see `retry`).
+        self._retries = TaskSet(f"group {self.group_id}")
         self._stopping = False
 
     def poke(self) -> None:
@@ -136,7 +144,7 @@ class GroupMember:
             self._known_topics = {pattern}
         group = self.subscription.group
         assert group is not None
-        # An expired group is deleted first: nobody joins its backlog (amb_kafka.lifetime).
+        # An expired group is deleted first: nobody joins its backlog (amb_kafka._lifetime).
         backlog = await self._lifetime.before_joining(group, pattern)
         consumer = AIOKafkaConsumer(**options)
         self._health.watch(consumer._client)
@@ -322,9 +330,7 @@ class GroupMember:
         """Deliver the record again, here, as the next attempt."""
         if self._stopping or not delivery.tracker.active:
             return  # left uncommitted: the group reads it again
-        task = asyncio.ensure_future(self._redeliver(delivery))
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        self._retries.start(self._redeliver(delivery))
 
     async def _redeliver(self, delivery: KafkaDelivery) -> None:
         record = delivery.record
@@ -386,7 +392,7 @@ class GroupMember:
     async def _stamp_positions(self) -> None:
         """Commit again, with the time, what this member has committed of the partitions it
         holds and has nothing new for: the group's ``group_expiry`` counts from the last member
-        leaving (see amb_kafka.lifetime)."""
+        leaving (see amb_kafka._lifetime)."""
         consumer = self._consumer
         if consumer is None:
             return

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
@@ -28,41 +27,26 @@ from amb_core.adapter import (
     Message,
     Policy,
     Subscription,
+    TaskSet,
     backoff_delays,
+    keep_reconnecting,
     throttled,
 )
-from amb_kafka import fanout, groups
-from amb_kafka.admin import DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_NUM_PARTITIONS, TopicAdmin
-from amb_kafka.batcher import Batcher, Topic
-from amb_kafka.boundary import Boundary, kind
-from amb_kafka.config import bootstrap_servers, check_role_options, split_client_options
-from amb_kafka.deadletter import DeadLetters
-from amb_kafka.fanout import FanoutReader
-from amb_kafka.groups import GroupMember
-from amb_kafka.health import Health
-from amb_kafka.lifetime import Groups
+from amb_kafka import _fanout, _group_consumer
+from amb_kafka._admin import DEFAULT_MESSAGE_MAX_BYTES, DEFAULT_NUM_PARTITIONS, TopicAdmin
+from amb_kafka._batcher import Batcher, Topic
+from amb_kafka._dead_letters import DeadLetters
+from amb_kafka._errors import Boundary, kind
+from amb_kafka._fanout import FanoutReader
+from amb_kafka._group_consumer import GroupConsumer
+from amb_kafka._health import Health
+from amb_kafka._lifetime import Groups
+from amb_kafka._options import Options, bootstrap_servers
+from amb_kafka._reply_inbox import ReplyInbox
 
 logger = logging.getLogger("amb.kafka")
 
-#: What the adapter sets unless told otherwise; any of it can be overridden by name.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "linger_ms": 0,
-    "max_batch_size": 128 * 1024,
-    "enable_idempotence": True,
-}
-CONSUMER_DEFAULTS: dict[str, Any] = {
-    "auto_offset_reset": "earliest",
-    "heartbeat_interval_ms": 500,
-    "session_timeout_ms": 10_000,
-}
-
-#: The shared ungrouped consumer gains partitions while it runs (each new subscription, each
-#: topic a wildcard finds), and a partition added during a fetch waits for that fetch to end:
-#: shorter fetch waits and fetcher naps get a new subscription's first messages to it sooner.
-FANOUT_DEFAULTS: dict[str, Any] = {"fetch_max_wait_ms": 100, "consumer_timeout_ms": 50}
-
-#: The connection settings of the probe's own connection (see `amb_kafka.health`).
-_CONNECTION_OPTIONS = frozenset(inspect.signature(create_conn).parameters) - {"host", "port", "on_close"}
+_Reader = TypeVar("_Reader", bound=FanoutReader)
 
 
 class KafkaBroker(BrokerAdapter):
@@ -121,49 +105,28 @@ class KafkaBroker(BrokerAdapter):
         super().__init__(
             **{name: client_options.pop(name) for name in list(client_options) if name in Policy.NAMES}
         )
-        if discovery_interval <= 0:
-            raise ValueError("discovery_interval must be positive")
-        if num_partitions is not None and (
-            isinstance(num_partitions, bool) or not isinstance(num_partitions, int) or num_partitions < 1
-        ):
-            raise ValueError(f"num_partitions must be a positive int or None, not {num_partitions!r}")
+        options = self._options = Options(
+            num_partitions=num_partitions,
+            replication_factor=replication_factor,
+            discovery_interval=discovery_interval,
+            join_timeout=join_timeout,
+            leave_timeout=leave_timeout,
+            producer_options=dict(producer_options or {}),
+            consumer_options=dict(consumer_options or {}),
+            client_options=client_options,
+        )
         self.bootstrap_servers = bootstrap_servers(bootstrap)
-        self._discovery_interval = discovery_interval
-        self._join_timeout = join_timeout
-        self._leave_timeout = leave_timeout
-        self._num_partitions = num_partitions
-        self._replication_factor = replication_factor
-        common = split_client_options(client_options)
-        servers = {"bootstrap_servers": self.bootstrap_servers}
-        self._admin_options = {**common["admin"], **servers}
-        # aiokafka's clients default to PLAIN; its connections do not.
-        self._connection_options = {
-            "sasl_mechanism": "PLAIN",
-            **{k: v for k, v in common["admin"].items() if k in _CONNECTION_OPTIONS},
-        }
-        producer = {
-            **PRODUCER_DEFAULTS,
-            **common["producer"],
-            **check_role_options(producer_options or {}, "producer"),
-        }
-        # Batches are filled by this adapter (see `Batcher`), which also does the lingering.
-        self._linger = float(producer.pop("linger_ms")) / 1000
-        self._max_request_size = int(producer.get("max_request_size", 1024 * 1024))
-        self._max_batch_size = int(producer["max_batch_size"])
-        self._producer_options = {**producer, **servers, "acks": "all", "linger_ms": 0}
-        self._consumer_overrides = {**common["consumer"], **(consumer_options or {})}
-        self._consumer_options = {
-            **CONSUMER_DEFAULTS,
-            **common["consumer"],
-            **check_role_options(consumer_options or {}, "consumer"),
-            **servers,
-        }
+        clients = options.clients(self.bootstrap_servers)
+        self._admin_options = clients.admin
+        self._connection_options = clients.connection
+        self._producer_options = clients.producer
+        self._consumer_options = clients.consumer
+        self._reader_options = clients.reader
+        self._linger = clients.linger
+        self._max_request_size = clients.max_request_size
+        self._max_batch_size = clients.max_batch_size
         name = f"Kafka at {','.join(self.bootstrap_servers)}"
-        secrets = [client_options.get("sasl_plain_password")]
-        secrets += [
-            (options or {}).get("sasl_plain_password") for options in (producer_options, consumer_options)
-        ]
-        self._boundary = Boundary(name, tuple(secrets))
+        self._boundary = Boundary(name, options.secrets())
         self._link = self.link = Link(name)
         self._health = Health(self._link, self._probe_quietly)
         #: Bytes a record batch of one record without a key adds to the envelope (batch header,
@@ -177,12 +140,14 @@ class KafkaBroker(BrokerAdapter):
         self._batcher: Batcher | None = None
         self._opening: dict[str, asyncio.Future[Topic | None]] = {}
         self._renewal: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        #: Replacing the producer, stopping a replaced one, re-reading a topic's size limit.
+        self._background = TaskSet(self._boundary.name)
         self._fanout: FanoutReader | None = None
-        self._inbox: FanoutReader | None = None
-        self._members: dict[str, GroupMember] = {}
+        self._inbox: ReplyInbox | None = None
+        self._members: dict[str, GroupConsumer] = {}
         self._groups: Groups | None = None
-        self._leaving: set[asyncio.Task[None]] = set()
+        #: Group members leaving (once their handlers are done).
+        self._leaving = TaskSet(self._boundary.name)
         self._dead_letters = DeadLetters(self._send_record, self._link)
 
     @classmethod
@@ -207,7 +172,10 @@ class KafkaBroker(BrokerAdapter):
         # another protocol on the port), where aiokafka's bootstrap only logs it.
         await self._probe("connecting")
         admin = TopicAdmin(
-            self._admin_options, self._num_partitions, self._replication_factor, self._boundary
+            self._admin_options,
+            self._options.num_partitions,
+            self._options.replication_factor,
+            self._boundary,
         )
         self._health.watch(admin.client)
         producer = None
@@ -225,7 +193,7 @@ class KafkaBroker(BrokerAdapter):
             raise
         self._admin = admin
         self._producer = producer
-        self._groups = Groups(admin.client_api, self._reader_options(), self._boundary)
+        self._groups = Groups(admin.client_api, self._reader_options, self._boundary)
         self._batcher = Batcher(
             producer,
             self._linger,
@@ -298,24 +266,18 @@ class KafkaBroker(BrokerAdapter):
         if self._renewal is not None or self._producer is None or self._batcher is None:
             return
         self._batcher.pause()
-        self._renewal = asyncio.ensure_future(self._replace_producer(reason))
+        self._renewal = self._background.start(self._replace_producer(reason))
 
     async def _replace_producer(self, reason: str) -> None:
         old = self._producer
         throttled(logger, "kafka-producer", "%s: replacing the producer (%s)", self._boundary.name, reason)
         try:
-            delays = backoff_delays()
-            while True:
-                try:
-                    new = await self._start_producer()
-                    break
-                except AMBError as error:
-                    logger.debug("%s: could not start a new producer yet: %s", self._boundary.name, error)
-                    if self._link.up:
-                        self._health.suspect("could not start a producer")
-                        await asyncio.sleep(next(delays))
-                    else:
-                        await self._link.wait_up(None)
+            new = await keep_reconnecting(
+                self._start_producer_when_up,
+                retry_on=AMBError,
+                on_failure=self._producer_not_started,
+                delays=self._producer_pauses(),
+            )
             if self._producer is not old or self._batcher is None:  # disconnected meanwhile
                 self._retire(new)
                 return
@@ -325,12 +287,28 @@ class KafkaBroker(BrokerAdapter):
             self._renewal = None
         self._retire(old)
 
+    async def _start_producer_when_up(self) -> Any:
+        await self._link.wait_up(None)  # at once while the broker is reachable
+        return await self._start_producer()
+
+    def _producer_not_started(self, error: BaseException) -> None:
+        logger.debug("%s: could not start a new producer yet: %s", self._boundary.name, error)
+        if self._link.up:
+            self._health.suspect("could not start a producer")
+
+    def _producer_pauses(self) -> Iterator[float]:
+        """The pauses before each attempt to start a producer: none before the first, then
+        `backoff_delays` while the broker is reachable (it refused this producer), none while
+        it is not (the attempt waits for it)."""
+        yield 0.0
+        delays = backoff_delays()
+        while True:
+            yield next(delays) if self._link.up else 0.0
+
     def _relearn_limit(self, topic: str) -> None:
         """The broker refused a batch of ``topic`` as too large: its limit changed since the
         topic was opened. Read it again, so that the next ones are refused before sending."""
-        task = asyncio.ensure_future(self._read_limit(topic))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.start(self._read_limit(topic))
 
     async def _read_limit(self, topic: str) -> None:
         if self._admin is None or self._batcher is None:
@@ -346,16 +324,13 @@ class KafkaBroker(BrokerAdapter):
     def _retire(self, producer: Any) -> None:
         """Stop ``producer`` in the background, without waiting for what it had not settled
         (the batcher has sent that again through its successor, or logged it)."""
-        task = asyncio.ensure_future(_abandon(producer))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.start(_abandon(producer))
 
     async def disconnect(self) -> None:
         members, self._members = list(self._members.values()), {}
         for member in members:
             self._leave(member)
-        if self._leaving:
-            await asyncio.wait(self._leaving, timeout=self._leave_timeout + 5)
+        await self._leaving.wait(self._options.leave_timeout + 5)
         for reader in (self._fanout, self._inbox):
             if reader is not None:
                 await reader.close()
@@ -379,10 +354,7 @@ class KafkaBroker(BrokerAdapter):
             await _quietly(groups.close())
         if admin is not None:
             await _quietly(admin.close())
-        if self._background:
-            await asyncio.wait(self._background, timeout=self._leave_timeout)
-            for task in list(self._background):
-                task.cancel()
+        await self._background.close(self._options.leave_timeout)
         await self._health.close()
 
     def _connected(self) -> tuple[Any, TopicAdmin]:
@@ -501,53 +473,49 @@ class KafkaBroker(BrokerAdapter):
 
     async def subscribe(self, subscription: Subscription) -> None:
         _, admin = self._connected()
+        if subscription.group is None:
+            await self._reader_for(subscription, admin).add(subscription)
+            return
+        member = GroupConsumer(
+            subscription,
+            self._consumer_options,
+            admin,
+            self._dead_letters,
+            self._health,
+            self._boundary,
+            join_timeout=self._options.join_timeout,
+            discovery_interval=self._options.discovery_interval,
+            lifetime=self._lifetime(),
+            group_expiry=self.policy.group_expiry,
+        )
+        await member.start()
+        self._members[subscription.id] = member
+
+    def _reader_for(self, subscription: Subscription, admin: TopicAdmin) -> FanoutReader:
+        """The reader of an ungrouped subscription: the reply inbox's or the fan-out one,
+        made at first use."""
         if subscription.is_inbox:
             if self._inbox is None:
-                self._inbox = self._reader("inbox", admin)
-            # One partition: replies need no parallelism, and the responder need not look it up.
-            await self._inbox.add(subscription, partitions=1)
-        elif subscription.group is None:
-            if self._fanout is None:
-                self._fanout = self._reader("fan-out", admin)
-            await self._fanout.add(subscription)
-        else:
-            member = GroupMember(
-                subscription,
-                self._consumer_options,
-                admin,
-                self._dead_letters,
-                self._health,
-                self._boundary,
-                join_timeout=self._join_timeout,
-                discovery_interval=self._discovery_interval,
-                lifetime=self._lifetime(),
-                group_expiry=self.policy.group_expiry,
-            )
-            await member.start()
-            self._members[subscription.id] = member
+                self._inbox = self._new_reader(ReplyInbox, "inbox", admin)
+            return self._inbox
+        if self._fanout is None:
+            self._fanout = self._new_reader(FanoutReader, "fan-out", admin)
+        return self._fanout
 
-    def _reader(self, name: str, admin: TopicAdmin) -> FanoutReader:
+    def _new_reader(self, kind: type[_Reader], name: str, admin: TopicAdmin) -> _Reader:
         async def create(topic: str, partitions: int | None) -> None:
             if await admin.create(topic, partitions=partitions):
                 _topic_created()
 
-        return FanoutReader(
+        return kind(
             name,
-            self._reader_options(),
+            self._reader_options,
             admin,
-            self._discovery_interval,
+            self._options.discovery_interval,
             create,
             self._health,
             self._boundary,
         )
-
-    def _reader_options(self) -> dict[str, Any]:
-        """The options of a consumer outside any group."""
-        options = {key: value for key, value in self._consumer_options.items() if key not in _GROUP_ONLY}
-        for key, value in FANOUT_DEFAULTS.items():
-            if key not in self._consumer_overrides:
-                options[key] = value
-        return options
 
     def _lifetime(self) -> Groups:
         if self._groups is None:
@@ -566,45 +534,25 @@ class KafkaBroker(BrokerAdapter):
         return await self._lifetime().delete(group, pattern)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        if subscription.is_inbox:
-            if self._inbox is not None:
-                # The consumer goes first: while it tracks the topic its metadata refreshes
-                # could have the broker auto-create the topic again.
-                await self._inbox.remove(subscription)
-                if self._admin is not None:
-                    await self._admin.delete(subscription.pattern)
-        elif subscription.group is None:
-            if self._fanout is not None:
-                await self._fanout.remove(subscription)
-        else:
-            member = self._members.pop(subscription.id, None)
-            if member is not None:
-                self._leave(member)
+        if subscription.group is None:
+            reader = self._inbox if subscription.is_inbox else self._fanout
+            if reader is not None:
+                await reader.remove(subscription)
+            return
+        member = self._members.pop(subscription.id, None)
+        if member is not None:
+            self._leave(member)
 
-    def _leave(self, member: GroupMember) -> None:
+    def _leave(self, member: GroupConsumer) -> None:
         # Stop feeding now; leave the group once the handlers in flight are done, so their
         # offsets are committed rather than read again by the next member.
         member.stop_reading()
-        task = asyncio.ensure_future(member.stop(self._leave_timeout))
-        self._leaving.add(task)
-        task.add_done_callback(self._leaving.discard)
-
-
-#: Consumer options that only mean something to a group member.
-_GROUP_ONLY = {
-    "heartbeat_interval_ms",
-    "session_timeout_ms",
-    "rebalance_timeout_ms",
-    "max_poll_interval_ms",
-    "partition_assignment_strategy",
-    "group_instance_id",
-    "auto_commit_interval_ms",
-}
+        self._leaving.start(member.stop(self._options.leave_timeout))
 
 
 def _topic_created() -> None:
-    fanout.topic_created()
-    groups.topic_created()
+    _fanout.topic_created()
+    _group_consumer.topic_created()
 
 
 async def _abandon(producer: Any) -> None:
@@ -616,7 +564,18 @@ async def _abandon(producer: Any) -> None:
         sender.cancel()
         # It finishes the requests in flight first, each bounded by request_timeout_ms.
         await asyncio.wait({sender}, timeout=_ABANDON_TIMEOUT)
-    producer._message_accumulator.fail_all(ProducerClosed())
+    accumulator = producer._message_accumulator
+    for batches in accumulator._batches.values():
+        # A batch that a retriable error put back in the queue has left the pending set, but
+        # keeps the callback that removes it from there when it ends (aiokafka 0.14): without
+        # this, failing it raises KeyError in that callback.
+        accumulator._pending_batches.update(batches)
+    accumulator.fail_all(ProducerClosed())
+    for batch in accumulator._pending_batches:
+        # The batcher has reported these messages (with their ids) already; unread, the same
+        # failure would come again from asyncio as "exception was never retrieved".
+        batch.future.exception()
+        batch._drain_waiter.exception()
     await _quietly(producer.stop())
 
 

@@ -1,7 +1,7 @@
 """`RabbitMQDelivery`: the bus's decision about one delivery, mapped onto RabbitMQ.
 
 - ack: ``basic.ack``, coalesced with the channel's other acknowledgements
-  (`amb_rabbitmq.acks.Acknowledger`).
+  (`amb_rabbitmq._acks.Acknowledger`).
 - retry: classic queues do not count redeliveries, so attempts travel in the ``x-amb-attempt``
   header: the message is published again to its own queue only (through the default
   exchange), as attempt + 1, with what is left of its ttl, and the original is acknowledged
@@ -26,11 +26,11 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from amb_core.adapter import Delivery, Message, message_fields
-from amb_rabbitmq.boundary import CLIENT_ERRORS
-from amb_rabbitmq.properties import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER, properties_for_retry
+from amb_rabbitmq._errors import CLIENT_ERRORS
+from amb_rabbitmq._properties import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER, properties_for_retry
 
 if TYPE_CHECKING:
-    from amb_rabbitmq.consumer import Consumer
+    from amb_rabbitmq._consumer import QueueConsumer
 
 logger = logging.getLogger("amb.rabbitmq")
 
@@ -46,7 +46,12 @@ class RabbitMQDelivery(Delivery):
     __slots__ = ("_consumer", "_delivered", "_message", "_tag")
 
     def __init__(
-        self, consumer: Consumer, delivered: DeliveredMessage, tag: int, message: Message | None, attempt: int
+        self,
+        consumer: QueueConsumer,
+        delivered: DeliveredMessage,
+        tag: int,
+        message: Message | None,
+        attempt: int,
     ) -> None:
         self.attempt = attempt
         self._consumer = consumer

@@ -14,7 +14,7 @@ from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
 from aiokafka.errors import for_code  # type: ignore[import-untyped]
 
 from amb_core.adapter import backoff_delays
-from amb_kafka.boundary import MAPPED, Boundary
+from amb_kafka._errors import MAPPED, Boundary
 
 logger = logging.getLogger("amb.kafka")
 
@@ -68,7 +68,7 @@ class TopicAdmin:
 
     @property
     def client_api(self) -> Any:
-        """The `AIOKafkaAdminClient` itself (consumer groups: amb_kafka.lifetime)."""
+        """The `AIOKafkaAdminClient` itself (consumer groups: amb_kafka._lifetime)."""
         return self._client
 
     @property

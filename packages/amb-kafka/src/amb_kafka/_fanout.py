@@ -23,14 +23,14 @@ from amb_core.adapter import (
     decode,
     log_invalid,
 )
-from amb_kafka.admin import TopicAdmin
-from amb_kafka.boundary import MAPPED, Boundary
-from amb_kafka.complaints import complain, unexpected
-from amb_kafka.fetching import keep_fetching
-from amb_kafka.naming import topic_regex, wildcard
+from amb_kafka._admin import TopicAdmin
+from amb_kafka._complaints import complain, unexpected
+from amb_kafka._errors import MAPPED, Boundary
+from amb_kafka._fetching import keep_fetching
+from amb_kafka._naming import topic_regex, wildcard
 
 if TYPE_CHECKING:
-    from amb_kafka.health import Health
+    from amb_kafka._health import Health
 
 logger = logging.getLogger("amb.kafka")
 

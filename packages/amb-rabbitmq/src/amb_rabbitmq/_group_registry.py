@@ -30,7 +30,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from amb_core.adapter import GroupInfo, GroupInUseError
-from amb_rabbitmq.naming import Names
+from amb_rabbitmq._naming import Names
 
 logger = logging.getLogger("amb")
 

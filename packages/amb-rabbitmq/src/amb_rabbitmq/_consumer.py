@@ -1,5 +1,7 @@
-"""One subscription's queue and consumer: declare, bind, consume, and hand each delivery to the
-bus with a `RabbitMQDelivery` (how the bus's decision is carried out: see delivery.py).
+"""What every subscription's consumer does: declare its queue, bind it, consume from it, and
+hand each delivery to the bus with a `RabbitMQDelivery` (how the bus's decision is carried out:
+see _delivery.py). Which queue, and how it is consumed, is each role's: `GroupConsumer`
+(_group_consumer.py), `FanoutReader` (_fanout.py), `ReplyInbox` (_reply_inbox.py).
 
 Acknowledgements are manual and sent after the handler (the bus settles each delivery once),
 so the prefetch limit is also the bound on what the process holds for a subscription: the
@@ -11,53 +13,35 @@ one that is not a valid envelope is logged and acknowledged (ungrouped) or dead-
 from __future__ import annotations
 
 import asyncio
-import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
+from typing import ClassVar
 
-import aiormq.exceptions
+import aiormq
 from aio_pika.abc import AbstractQueue
 from aiormq.abc import DeliveredMessage
-from pamqp.common import FieldTable
 
-from amb_core.adapter import (
-    DEFAULT_GROUP_EXPIRY,
-    InvalidMessageError,
-    Message,
-    Subscription,
-    decode,
-    note_backlog,
-)
-from amb_rabbitmq.acks import Acknowledger
-from amb_rabbitmq.delivery import RabbitMQDelivery
-from amb_rabbitmq.groups import GroupRegistry, expires_ms
-from amb_rabbitmq.naming import Names
-from amb_rabbitmq.properties import MAX_PRIORITY, attempt_of
-from amb_rabbitmq.quiet import not_ours
-from amb_rabbitmq.session import Session
-
-logger = logging.getLogger("amb")
+from amb_core.adapter import InvalidMessageError, Message, Subscription, decode
+from amb_rabbitmq._acks import Acknowledger
+from amb_rabbitmq._delivery import RabbitMQDelivery
+from amb_rabbitmq._naming import Names
+from amb_rabbitmq._properties import attempt_of
+from amb_rabbitmq._quiet import not_ours
+from amb_rabbitmq._session import Session
 
 
-class Consumer:
-    """Feeds one `Subscription` from its queue, on the session it was last started on.
-
-    Queues: an ungrouped subscription or a reply inbox has an exclusive, auto-delete queue of its
-    own (it goes when the consumer or the connection does); a group shares a durable queue that
-    outlives its members, so nothing is lost while none is connected.
-    """
+class QueueConsumer(ABC):
+    """Feeds one `Subscription` from its ``queue``, on the session it was last started on."""
 
     __slots__ = (
         "_backlog",
         "_decode",
-        "_expiry",
-        "_registry",
         "_tag",
         "acks",
         "active",
         "binding_exchange",
         "channel",
-        "grouped",
         "names",
         "prefetch",
         "queue",
@@ -66,21 +50,15 @@ class Consumer:
         "unacked",
     )
 
-    def __init__(
-        self,
-        subscription: Subscription,
-        names: Names,
-        prefetch: int,
-        registry: GroupRegistry | None = None,
-        group_expiry: float = DEFAULT_GROUP_EXPIRY,
-    ) -> None:
+    #: Whether the queue is a group's, shared with its other members: a released delivery goes
+    #: back to it for one of them (an ungrouped subscription's queue goes away with it).
+    grouped: ClassVar[bool] = False
+
+    def __init__(self, subscription: Subscription, names: Names, queue: str, prefetch: int) -> None:
         self.subscription = subscription
-        self._registry = registry
-        self._expiry = group_expiry
         self.names = names
-        self.queue = names.queue_for(subscription)
+        self.queue = queue
         self.binding_exchange = names.exchange_for(subscription.pattern)
-        self.grouped = subscription.group is not None and not subscription.is_inbox
         self.prefetch = prefetch
         self.active = True
         #: The session and aiormq channel of the current consumer, and that channel's
@@ -106,17 +84,7 @@ class Consumer:
     async def start(self, session: Session) -> None:
         """Declare and bind the queue, then consume from it. Once this returns, a message
         published to a matching topic reaches the subscription."""
-        inbox = self.subscription.is_inbox
-        setup = await session.setup_channel()
-        if self.grouped:
-            queue = await self._declare_group_queue(session)
-        else:
-            queue = await setup.declare_queue(
-                self.queue,
-                exclusive=True,
-                auto_delete=True,
-                arguments=None if inbox else {"x-max-priority": MAX_PRIORITY},
-            )
+        queue = await self._declare(session)
         await queue.bind(self.binding_exchange, self.subscription.pattern)
         channel = session.consume
         # Set before consuming: a queue with messages waiting delivers them right after
@@ -126,55 +94,18 @@ class Consumer:
             self._backlog = deque()
         self.session, self.channel, self.acks, self._tag = session, channel, session.acks, None
         self._decode = session.decoder.decode
-        if inbox:
-            # Replies resolve a waiting request at once; nothing to acknowledge or bound.
-            ok = await channel.basic_consume(self.queue, self._on_reply, no_ack=True)
-        else:
-            await channel.basic_qos(prefetch_count=self.prefetch)
-            ok = await channel.basic_consume(self.queue, self._on_message)
-        self._tag = ok.consumer_tag
+        self._tag = await self._consume(channel)
 
-    async def _declare_group_queue(self, session: Session) -> AbstractQueue:
-        """The group's durable queue, which RabbitMQ removes with its backlog once it has had no
-        consumer for ``group_expiry`` (``x-expires``). A queue AMB declared before with another
-        expiry, or none (before group expiry existed), is used as it is, with a WARNING: it
-        keeps the expiry it has. Any other difference is refused (`BrokerRefusedError`)."""
-        group, pattern = self.subscription.group, self.subscription.pattern
-        assert group is not None
-        priority: FieldTable = {"x-max-priority": MAX_PRIORITY}
-        arguments: FieldTable = {**priority, "x-expires": expires_ms(self._expiry)}
-        try:
-            queue = await (await session.setup_channel()).declare_queue(
-                self.queue, durable=True, arguments=arguments
-            )
-        except aiormq.exceptions.ChannelPreconditionFailed as error:
-            if not _about_expiry(error):
-                raise
-            try:  # declared by an AMB without group expiry?
-                queue = await (await session.setup_channel()).declare_queue(
-                    self.queue, durable=True, arguments=priority
-                )
-            except aiormq.exceptions.ChannelPreconditionFailed as other:
-                if not _about_expiry(other):
-                    raise
-                queue = await (await session.setup_channel()).declare_queue(self.queue, passive=True)
-            logger.warning(
-                "group %r on %r: its queue %s was declared with another x-expires than this bus's "
-                "group_expiry (%s s) gives, or none: it keeps that. Delete the group (amb groups "
-                "delete) while no member runs to have it declared again",
-                group,
-                pattern,
-                self.queue,
-                self._expiry,
-            )
-        first = self.session is None
-        if first:
-            note_backlog(
-                session.boundary.name, group, pattern, int(queue.declaration_result.message_count or 0)
-            )
-        if self._registry is not None:
-            await self._registry.note(await session.setup_channel(), group, pattern, self._expiry, None)
-        return queue
+    @abstractmethod
+    async def _declare(self, session: Session) -> AbstractQueue:
+        """Declare the queue on ``session`` (again, after a reconnect)."""
+
+    async def _consume(self, channel: aiormq.Channel) -> str:
+        """Start consuming the queue on ``channel``; the consumer tag. Deliveries are
+        acknowledged after the handler, at most ``prefetch`` outstanding."""
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        ok = await channel.basic_consume(self.queue, self._on_message)
+        return ok.consumer_tag  # type: ignore[return-value]  # always set on ConsumeOk
 
     async def stop(self) -> None:
         """Cancel the consumer. The exclusive queue of an ungrouped subscription goes with it
@@ -203,14 +134,10 @@ class Consumer:
 
     # ------------------------------------------------------------------ deliveries
 
-    async def _on_reply(self, delivered: DeliveredMessage) -> None:
-        # Not through the shared decoder: a reply has exactly one recipient.
-        self.subscription.receive(delivered.body, delivered.routing_key or self.queue)
-
     async def _on_message(self, delivered: DeliveredMessage) -> None:
         if delivered.channel is not self.channel:
             return  # a straggler from a closed channel: the broker has requeued it
-        not_ours()  # this task goes on into user code (see amb_rabbitmq.quiet)
+        not_ours()  # this task goes on into user code (see amb_rabbitmq._quiet)
         tag: int = delivered.delivery_tag  # type: ignore[assignment]  # always set on a delivery
         self.acks.track(tag)  # first, before any await: see Acknowledger
         properties = delivered.header.properties
@@ -240,8 +167,3 @@ class Consumer:
         while backlog:
             await self.subscription.deliver(*backlog[0])
             backlog.popleft()
-
-
-def _about_expiry(error: BaseException) -> bool:
-    """Whether a PRECONDITION_FAILED answer to a queue declaration is about ``x-expires``."""
-    return "'x-expires'" in str(error)

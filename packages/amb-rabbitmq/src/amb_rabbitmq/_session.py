@@ -16,7 +16,7 @@ Channels, each with one job:
 - ``fast``: no confirms. Fire-and-forget publishes go here: writing the frame is the whole cost.
 - ``consume``: every subscription's consumer, each with its own prefetch (``basic.qos`` before
   each ``basic.consume`` applies to that consumer only), and their acknowledgements, which
-  `amb_rabbitmq.acks.Acknowledger` coalesces across all of them.
+  `amb_rabbitmq._acks.Acknowledger` coalesces across all of them.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from amb_rabbitmq.acks import Acknowledger
-from amb_rabbitmq.boundary import Boundary
-from amb_rabbitmq.decoding import SharedDecoder
-from amb_rabbitmq.naming import Names
-from amb_rabbitmq.quiet import ours
+from amb_core.adapter import TaskSet
+from amb_rabbitmq._acks import Acknowledger
+from amb_rabbitmq._decoding import SharedDecoder
+from amb_rabbitmq._errors import Boundary
+from amb_rabbitmq._naming import Names
+from amb_rabbitmq._quiet import ours
 
 logger = logging.getLogger("amb.rabbitmq")
 
@@ -43,10 +44,9 @@ logger = logging.getLogger("amb.rabbitmq")
 #: one of its traffic channels was closed by the broker.
 LostCallback = Callable[["Session", "BaseException | None"], None]
 
-#: Connections being closed after a failed or cancelled `Session.open`, and connection attempts
-#: given up on (closed once they end), referenced until done.
-_closing: set[asyncio.Task[None]] = set()
-_pending: set[asyncio.Task[AbstractConnection]] = set()
+#: Closing connections after a failed or cancelled `Session.open`, and connection attempts given
+#: up on (closed once they end): referenced until done, whichever adapter they were for.
+_closing = TaskSet("amb-rabbitmq (closing abandoned connections)")
 
 
 class Session:
@@ -109,7 +109,7 @@ class Session:
         open: what was opened is closed in a task of its own, which a cancellation cannot stop.
         """
         loop = asyncio.get_running_loop()
-        # Everything aiormq starts for this connection inherits the mark (see quiet.py).
+        # Everything aiormq starts for this connection inherits the mark (see _quiet.py).
         with ours(boundary):
             # In a task of its own, never cancelled: aiormq cancelled halfway through its
             # handshake can leave the socket open. Given up on, it ends by its own ``timeout``
@@ -122,11 +122,8 @@ class Session:
         try:
             connection = await asyncio.shield(connecting)
         except BaseException:
-            if connecting.done():  # it may have connected just as this was cancelled
-                _close_if_connected(connecting)
-            else:
-                _pending.add(connecting)  # asyncio keeps only a weak reference to a task
-                connecting.add_done_callback(_close_if_connected)
+            # It may have connected just as this was cancelled, or may connect later.
+            _closing.start(_close_once_connected(connecting))
             raise
         try:
             setup = await connection.channel(publisher_confirms=False)
@@ -141,7 +138,7 @@ class Session:
             session = cls(number, connection, setup, confirmed, fast, consume, names, on_lost, boundary)
             await session._declare_topology()
         except BaseException:
-            await asyncio.shield(_close_in_background(connection))  # a cancellation goes on; the close too
+            await asyncio.shield(_closing.start(_close(connection)))  # a cancellation goes on; the close too
             raise
         connection.close_callbacks.add(session._closed)
         for channel in traffic:
@@ -238,20 +235,13 @@ class Session:
             logger.debug("closing the RabbitMQ connection failed", exc_info=True)
 
 
-def _close_in_background(connection: AbstractConnection) -> asyncio.Task[None]:
-    closing = asyncio.get_running_loop().create_task(_close(connection))
-    _closing.add(closing)
-    closing.add_done_callback(_closing.discard)
-    return closing
-
-
-def _close_if_connected(connecting: asyncio.Task[AbstractConnection]) -> None:
-    """Close what a connection attempt that nobody waits for any more opened."""
-    _pending.discard(connecting)
-    if connecting.cancelled():
+async def _close_once_connected(connecting: asyncio.Task[AbstractConnection]) -> None:
+    """Close what a connection attempt that nobody waits for any more opens, if it does."""
+    try:
+        connection = await connecting
+    except (asyncio.CancelledError, Exception):  # it failed: nothing was opened
         return
-    if connecting.exception() is None:
-        _close_in_background(connecting.result())
+    await _close(connection)
 
 
 async def _close(connection: AbstractConnection) -> None:

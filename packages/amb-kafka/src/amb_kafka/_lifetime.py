@@ -1,6 +1,6 @@
 """Groups over time on Kafka: listing, purging, deleting, and expiring them.
 
-An AMB group is the Kafka consumer group ``<group>.<pattern>`` (`amb_kafka.naming.group_id`);
+An AMB group is the Kafka consumer group ``<group>.<pattern>`` (`amb_kafka._naming.group_id`);
 `Groups` lists the consumer groups whose id reads that way. Its members are the consumer
 group's; its backlog is, over the partitions it has committed, the end offset less the
 committed one (records not yet handled, or handled by a member that has not finished).
@@ -34,8 +34,8 @@ from amb_core.adapter import (
     validate_group,
     validate_pattern,
 )
-from amb_kafka.boundary import Boundary
-from amb_kafka.naming import group_id
+from amb_kafka._errors import Boundary
+from amb_kafka._naming import group_id
 
 logger = logging.getLogger("amb")
 

@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from amb_core.adapter import BrokerUnavailableError, Link, backoff_delays
-from amb_kafka.naming import dead_letter_topic
+from amb_kafka._naming import dead_letter_topic
 
 logger = logging.getLogger("amb.kafka")
 
 #: ``send(topic, value, key, headers)`` returns once the broker acknowledged the record and
-#: raises amb-core's errors (see `amb_kafka.boundary`).
+#: raises amb-core's errors (see `amb_kafka._errors`).
 Send = Callable[[str, bytes, "bytes | None", list[tuple[str, bytes]]], Awaitable[None]]
 
 #: Tries while the broker is reachable (an outage is waited out, not counted).

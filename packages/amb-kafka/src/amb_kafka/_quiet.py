@@ -15,7 +15,7 @@ DEBUG (and dropped where DEBUG is not enabled for that logger) when they are:
   back less than a minute ago (reconnecting has its own chatter).
 
 Everything else passes unchanged: authorization failures, aiokafka's own unexpected errors
-(but for its fetcher's assertion that the adapter recovers from, see `amb_kafka.fetching`).
+(but for its fetcher's assertion that the adapter recovers from, see `amb_kafka._fetching`).
 A logging filter only sees the records of the logger it is attached to (not those of its
 children), so one is attached to every aiokafka logger.
 """
@@ -28,15 +28,15 @@ from typing import Any, Protocol
 
 from aiokafka import errors as kafka  # type: ignore[import-untyped]
 
-from amb_kafka.boundary import is_unreachable
-from amb_kafka.fetching import FETCHER_DIED
+from amb_kafka._errors import is_unreachable
+from amb_kafka._fetching import FETCHER_DIED
 
 #: Seconds after the broker is back during which reconnecting's chatter stays at DEBUG.
 GRACE = 60.0
 
 
 class Watched(Protocol):
-    """What the filter asks of an adapter's `amb_kafka.health.Health`."""
+    """What the filter asks of an adapter's `amb_kafka._health.Health`."""
 
     def hushing(self, now: float) -> bool: ...
 
@@ -103,7 +103,7 @@ def _errors(record: logging.LogRecord) -> list[Any]:
 def routine(record: logging.LogRecord) -> bool:
     """Whether ``record`` is about something aiokafka handles by itself: an error it retries,
     or the group membership's routine (or that the adapter handles: a fetcher that died on
-    aiokafka's assertion is started again, see `amb_kafka.fetching`)."""
+    aiokafka's assertion is started again, see `amb_kafka._fetching`)."""
     if record.msg == FETCHER_DIED and record.exc_info and isinstance(record.exc_info[1], AssertionError):
         return True
     for error in _errors(record):

@@ -9,7 +9,7 @@ With the default prefix ``amb``:
 - ``amb.sub.<subscription id>``: an ungrouped subscription's exclusive, auto-delete queue.
 - ``amb.group.<group>.<pattern>``: a group's shared durable queue. ``*`` in the pattern is
   written ``@`` (AMQP clients refuse ``*`` in queue names; no topic contains ``@``).
-- ``amb.groups`` (durable): the registry of groups that lets them be listed (see groups.py).
+- ``amb.groups`` (durable): the registry of groups that lets them be listed (see _group_registry.py).
 - ``amb.inbox.<subscription id>``: a bus's reply inbox, exclusive and auto-delete.
 - ``amb.dlx`` (topic, durable) and ``amb.dlq`` (durable, bound with ``#``): where a grouped
   message goes after ``max_attempts`` failed handler calls, under its original topic.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
-from amb_core.adapter import RESERVED_PREFIX, Subscription
+from amb_core.adapter import RESERVED_PREFIX
 
 #: AMQP's limit on a queue name, in bytes (all our names are ASCII).
 _MAX_QUEUE_NAME = 255
@@ -49,13 +49,13 @@ class Names:
         """The exchange a message on ``topic`` is published to."""
         return self.reserved_exchange if topic.startswith(RESERVED_PREFIX) else self.exchange
 
-    def queue_for(self, subscription: Subscription) -> str:
-        """The queue that feeds ``subscription``."""
-        if subscription.is_inbox:
-            return f"{self.prefix}.inbox.{subscription.id}"
-        if subscription.group is None:
-            return f"{self.prefix}.sub.{subscription.id}"
-        return self.group_queue(subscription.group, subscription.pattern)
+    def fanout_queue(self, subscription_id: str) -> str:
+        """The exclusive queue of the ungrouped subscription ``subscription_id``."""
+        return f"{self.prefix}.sub.{subscription_id}"
+
+    def inbox_queue(self, subscription_id: str) -> str:
+        """The exclusive queue of the reply inbox ``subscription_id``."""
+        return f"{self.prefix}.inbox.{subscription_id}"
 
     def group_queue(self, group: str, pattern: str) -> str:
         """The durable queue group ``group`` on ``pattern`` shares."""

@@ -57,10 +57,10 @@ from amb_core.adapter import (
     backoff_delays,
     encode,
 )
-from amb_kafka.boundary import MAPPED, Boundary, is_unreachable
+from amb_kafka._errors import MAPPED, Boundary, is_unreachable
 
 if TYPE_CHECKING:
-    from amb_kafka.health import Health
+    from amb_kafka._health import Health
 
 logger = logging.getLogger("amb.kafka")
 

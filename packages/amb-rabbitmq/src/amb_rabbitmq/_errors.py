@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from urllib.parse import quote
 
 import aiormq.exceptions
 import pamqp.exceptions
 
-from amb_core.adapter import AMBError, BrokerRefusedError, BrokerUnavailableError, scrub
+from amb_core.adapter import AMBError, BrokerRefusedError, BrokerUnavailableError, error_boundary, scrub
 
 #: What aio-pika, aiormq and pamqp raise for a broker that is gone, refuses or misbehaves, and
 #: what the OS raises underneath (asyncio.TimeoutError is not an OSError before Python 3.11;
@@ -115,16 +114,12 @@ class Boundary:
             return self.scrub(_text(error))
         return None
 
-    @contextmanager
-    def mapping(self, doing: str, timeout: str | None = None) -> Iterator[None]:
-        """Raise what the client library raised inside as `error` would translate it."""
-        try:
-            yield
-        except CLIENT_ERRORS as error:
-            translated = self.error(error, doing, timeout)
-            if translated is error:
-                raise
-            raise translated from error
+    def mapping(self, doing: str, timeout: str | None = None) -> AbstractContextManager[None]:
+        """Raise what the client library raises inside as `error` translates it, chained to the
+        original (aiormq censors the password in the URLs it quotes)."""
+        return error_boundary(
+            lambda error: self.error(error, doing, timeout), catch=CLIENT_ERRORS, chain=True
+        )
 
 
 def is_refusal(error: BaseException) -> bool:

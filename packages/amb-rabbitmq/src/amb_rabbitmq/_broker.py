@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from dataclasses import fields
 from functools import partial
 from typing import Any, ClassVar
 
@@ -35,17 +35,28 @@ from amb_core.adapter import (
     Message,
     Policy,
     Subscription,
+    TaskSet,
     encode,
 )
-from amb_rabbitmq.boundary import CLIENT_ERRORS, Boundary, is_refusal
-from amb_rabbitmq.consumer import Consumer
-from amb_rabbitmq.groups import GroupRegistry
-from amb_rabbitmq.naming import Names
-from amb_rabbitmq.options import Options
-from amb_rabbitmq.properties import properties_for
-from amb_rabbitmq.session import Session
+from amb_rabbitmq._consumer import QueueConsumer
+from amb_rabbitmq._errors import CLIENT_ERRORS, Boundary, is_refusal
+from amb_rabbitmq._fanout import FanoutReader
+from amb_rabbitmq._group_consumer import GroupConsumer
+from amb_rabbitmq._group_registry import GroupRegistry
+from amb_rabbitmq._naming import Names
+from amb_rabbitmq._options import BROKER_DEFAULT_MAX_MESSAGE_SIZE, Options
+from amb_rabbitmq._properties import properties_for
+from amb_rabbitmq._reply_inbox import ReplyInbox
+from amb_rabbitmq._session import Session
 
 logger = logging.getLogger("amb.rabbitmq")
+
+#: For how long after a reconnect a confirmed message that no queue took is sent again. A broker
+#: restart loses every exclusive queue, and can lose a group queue declared just before it; they
+#: come back as their buses reconnect, each on its own backoff, so "no queue" then means "not yet".
+RESUBSCRIBE_GRACE_S = 10.0
+#: The pause between two such attempts.
+RESUBSCRIBE_RETRY_S = 0.2
 
 
 class RabbitMQBroker(BrokerAdapter):
@@ -64,8 +75,22 @@ class RabbitMQBroker(BrokerAdapter):
     #: Always set (by __init__): this adapter has a connection to report on.
     link: Link
 
-    def __init__(self, url: str = "amqp://guest:guest@localhost/", **options: Any) -> None:
-        policy_options = {name: options.pop(name) for name in list(options) if name in Policy.NAMES}
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@localhost/",
+        *,
+        exchange: str = "amb",
+        prefetch: int | None = None,
+        persistent: bool = True,
+        max_message_size: int = BROKER_DEFAULT_MAX_MESSAGE_SIZE,
+        **policy_options: Any,
+    ) -> None:
+        unknown = sorted(set(policy_options) - Policy.NAMES)
+        if unknown:
+            own = [field.name for field in fields(Options)]
+            raise TypeError(
+                f"RabbitMQBroker got unknown options {unknown}; it takes {sorted({*own, *Policy.NAMES})}"
+            )
         super().__init__(**policy_options)
         try:
             parsed = URL(url)
@@ -76,7 +101,9 @@ class RabbitMQBroker(BrokerAdapter):
         if parsed.scheme.lower() not in ("amqp", "amqps"):
             raise ValueError(f"RabbitMQBroker needs an amqp:// or amqps:// URL, not {self._display_url!r}")
         self.url = url
-        self.options = Options.parse(options)
+        self.options = Options(
+            exchange=exchange, prefetch=prefetch, persistent=persistent, max_message_size=max_message_size
+        )
         self.names = Names(self.options.exchange)
         self.max_message_size = self.options.max_message_size
         # As aiormq reads it: the path without its slashes, "/" when there is none.
@@ -87,13 +114,17 @@ class RabbitMQBroker(BrokerAdapter):
         self._persistent = self.options.persistent
         self._session: Session | None = None
         self._session_numbers = itertools.count(1)
-        self._consumers: dict[str, Consumer] = {}
+        self._consumers: dict[str, QueueConsumer] = {}
         self._open = False
         self._lock: asyncio.Lock | None = None
+        #: Everything the adapter runs beside the bus: reconnecting, closing a lost session,
+        #: retiring consumers, noting that a group lost its last member.
+        self._tasks = TaskSet(self.describe())
         self._reconnecting: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         # The session on whose fast channel fire-and-forget messages went since the last fence.
         self._unfenced: Session | None = None
+        # When the link was last restored (loop time); None before the first outage.
+        self._restored_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<RabbitMQBroker {self._display_url} exchange={self.names.exchange!r}>"
@@ -115,10 +146,7 @@ class RabbitMQBroker(BrokerAdapter):
 
     async def disconnect(self) -> None:
         self._open = False
-        tasks = [*self._background, *([self._reconnecting] if self._reconnecting else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         self._reconnecting = None
         session, self._session = self._session, None
         self._consumers.clear()
@@ -161,7 +189,7 @@ class RabbitMQBroker(BrokerAdapter):
         return session
 
     @staticmethod
-    async def _restore(consumer: Consumer, session: Session) -> None:
+    async def _restore(consumer: QueueConsumer, session: Session) -> None:
         try:
             await consumer.start(session)
         except aiormq.exceptions.AMQPChannelError:
@@ -181,9 +209,9 @@ class RabbitMQBroker(BrokerAdapter):
         # The Link logs it (once per outage); the details are for DEBUG.
         logger.debug("RabbitMQ session %d lost: %r", session.number, reason)
         self.link.lost(self.boundary.reason(reason) if reason is not None else "the connection closed")
-        self._spawn(session.close())  # when only a channel died, the connection is still open
+        self._tasks.start(session.close())  # when only a channel died, the connection is still open
         if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+            self._reconnecting = self._tasks.start(self._reconnect())
 
     async def _reconnect(self) -> None:
         session = await self.link.reconnect(self._reconnect_once, keep_going=lambda: self._open)
@@ -194,6 +222,7 @@ class RabbitMQBroker(BrokerAdapter):
             self.boundary.name,
             sum(consumer.active for consumer in self._consumers.values()),
         )
+        self._restored_at = asyncio.get_running_loop().time()
         self.link.restored()
 
     async def _reconnect_once(self) -> Session:
@@ -209,11 +238,6 @@ class RabbitMQBroker(BrokerAdapter):
                 raise BrokerUnavailableError(
                     self.boundary.why(error, f"connect_timeout ({timeout} s)")
                 ) from error
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _unavailable(self) -> BrokerUnavailableError:
         """The error for an operation that needs a connection when there is none."""
@@ -315,7 +339,34 @@ class RabbitMQBroker(BrokerAdapter):
         """Publish on the current session, or raise `BrokerUnavailableError` at once when there
         is none (the bus keeps the message during an outage). A confirmed publish is reported
         sent only once the broker said so; one that fails as the connection dies may have
-        reached the broker all the same, and the bus then sends it again (at least once)."""
+        reached the broker all the same, and the bus then sends it again (at least once). One
+        that no queue took within `RESUBSCRIBE_GRACE_S` of a reconnect is sent again until a
+        queue takes it or the grace ends: the subscriptions of other buses are coming back."""
+        while not await self._send_once(body, exchange, topic, properties, confirm, message_id):
+            if not self._resubscribing():
+                logger.warning(
+                    "no queue is bound to topic %s: RabbitMQ dropped confirmed message %s", topic, message_id
+                )
+                return
+            await asyncio.sleep(RESUBSCRIBE_RETRY_S)
+
+    def _resubscribing(self) -> bool:
+        """Whether the link came back less than `RESUBSCRIBE_GRACE_S` ago."""
+        restored_at = self._restored_at
+        return (
+            restored_at is not None and asyncio.get_running_loop().time() - restored_at < RESUBSCRIBE_GRACE_S
+        )
+
+    async def _send_once(
+        self,
+        body: bytes,
+        exchange: str,
+        topic: str,
+        properties: Basic.Properties,
+        confirm: bool,
+        message_id: str,
+    ) -> bool:
+        """One attempt of `_send`: whether a queue took the message (always True unconfirmed)."""
         doing = f"publishing message {message_id} on {topic}"
         while True:
             session = self._session
@@ -327,13 +378,12 @@ class RabbitMQBroker(BrokerAdapter):
                         body, exchange=exchange, routing_key=topic, properties=properties, wait=False
                     )
                     self._unfenced = session
-                    return
+                    return True
                 if self._unfenced is session:
                     # Fire-and-forget messages went out just before: this must not overtake them.
                     session.start_fence()
                     self._unfenced = None
-                routed = await session.publish_confirmed(body, exchange, topic, properties)
-                break
+                return await session.publish_confirmed(body, exchange, topic, properties)
             except aiormq.exceptions.DeliveryError as error:
                 # Nacked: the broker could not take it just now (an internal error, a full
                 # queue that rejects publishes); the connection is fine.
@@ -346,22 +396,12 @@ class RabbitMQBroker(BrokerAdapter):
                 if self._session is None or self._session is session:
                     raise failed from error
                 # It failed on a connection that was replaced meanwhile: send it on the new one.
-        if not routed:
-            logger.warning(
-                "no queue is bound to topic %s: RabbitMQ dropped confirmed message %s", topic, message_id
-            )
 
     # ------------------------------------------------------------------ subscriptions
 
     async def subscribe(self, subscription: Subscription) -> None:
         assert self._lock is not None
-        consumer = Consumer(
-            subscription,
-            self.names,
-            self.options.prefetch_for(subscription.concurrency),
-            self._registry,
-            self.policy.group_expiry,
-        )
+        consumer = self._consumer_for(subscription)
         # Registered first, so that a reconnect from now on restores it too.
         self._consumers[subscription.id] = consumer
         loop = asyncio.get_running_loop()
@@ -394,8 +434,17 @@ class RabbitMQBroker(BrokerAdapter):
             # Failed or cancelled: a consumer the broker may have started already must go too.
             self._consumers.pop(subscription.id, None)
             consumer.active = False
-            self._spawn(self._retire(consumer))
+            self._tasks.start(self._retire(consumer))
             raise
+
+    def _consumer_for(self, subscription: Subscription) -> QueueConsumer:
+        """The consumer of ``subscription``'s role (its queue and how it is consumed)."""
+        if subscription.is_inbox:
+            return ReplyInbox(subscription, self.names)
+        prefetch = self.options.prefetch_for(subscription.concurrency)
+        if subscription.group is None:
+            return FanoutReader(subscription, self.names, prefetch)
+        return GroupConsumer(subscription, self.names, prefetch, self._registry, self.policy.group_expiry)
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         consumer = self._consumers.pop(subscription.id, None)
@@ -405,37 +454,19 @@ class RabbitMQBroker(BrokerAdapter):
         consumer.active = False
         await self._retire(consumer, release_later=True)
 
-    async def _retire(self, consumer: Consumer, *, release_later: bool = False) -> None:
+    async def _retire(self, consumer: QueueConsumer, *, release_later: bool = False) -> None:
         """Cancel ``consumer`` and hand back what it received but the bus did not handle."""
         try:
             await consumer.stop()
         except CLIENT_ERRORS as error:  # the connection went, and the consumer with it
             logger.debug("cancelling the consumer of queue %s failed: %r", consumer.queue, error)
             return
-        if consumer.subscription.is_inbox:
-            return  # nothing to hand back: replies are not acknowledged
-        if consumer.grouped:
-            self._spawn(self._note_left(consumer))
+        if isinstance(consumer, GroupConsumer):
+            self._tasks.start(consumer.note_left(self._session))
         if release_later:
-            self._spawn(consumer.release())
+            self._tasks.start(consumer.release())
         else:
             await consumer.release()
-
-    async def _note_left(self, consumer: Consumer) -> None:
-        """A member left: if it was the last, the registry learns since when the group has had
-        none (`amb_rabbitmq.groups`)."""
-        session, group = self._session, consumer.subscription.group
-        if session is None or group is None:
-            return
-        pattern = consumer.subscription.pattern
-        try:
-            counts = await self._registry.counts(await session.setup_channel(), group, pattern)
-            if counts is not None and counts[0] == 0:
-                await self._registry.note(
-                    await session.setup_channel(), group, pattern, self.policy.group_expiry, time.time()
-                )
-        except CLIENT_ERRORS as error:
-            logger.debug("could not note that group %r on %r has no member: %r", group, pattern, error)
 
     # ------------------------------------------------------------------ groups over time
 
@@ -472,9 +503,9 @@ class RabbitMQBroker(BrokerAdapter):
         for consumer in self._consumers.values():
             if consumer.active and session is not None and consumer.consumer_tag == frame.consumer_tag:
                 logger.warning("RabbitMQ cancelled the consumer of queue %s; restoring it", consumer.queue)
-                self._spawn(self._restart(consumer, session))
+                self._tasks.start(self._restart(consumer, session))
 
-    async def _restart(self, consumer: Consumer, session: Session) -> None:
+    async def _restart(self, consumer: QueueConsumer, session: Session) -> None:
         assert self._lock is not None
         async with self._lock:
             if consumer.active and session is self._session:
