@@ -4,8 +4,8 @@ An adapter only maps primitives onto its broker: send an envelope, start and sto
 subscription, settle a `Delivery`, report its connection on a `Link`. Everything else (topic
 rules, payload checks and limits, ids, request/reply, queues, priority, TTL, concurrency,
 decoding and settling, retries and dead letters, riding out outages, connect timeouts) lives in
-the bus, so every adapter behaves the same (docs/semantics.md). Import what you need from here
-(and `Message` from `amb_core`); the rest of amb_core is private and may change.
+the bus, so every adapter behaves the same (docs/semantics.md). Import what you need from here;
+the rest of amb_core (modules named ``_x``) is private and may change in any release.
 
 Writing one, step by step (the in-memory broker, `amb_core.InMemoryBroker`, is the smallest
 complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
@@ -21,18 +21,24 @@ complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
    pass: retry later) or `BrokerRefusedError` (will not pass: credentials, permissions) in one
    place, with `error_boundary`; quote its messages only through `scrub`.
 3. **Publishing.** Encode with `encode` (``encode(message, self.max_message_size)`` raises
-   `MessageTooLargeError` before anything is sent) and put the bytes on ``message.topic``. The
-   bus has already validated the topic, payload, key and id (`new_id`). Reply inboxes are the
-   topics under `INBOX_PREFIX`; everything under `RESERVED_PREFIX` is the bus's own.
+   `MessageTooLargeError` before anything is sent) and put the bytes on ``message.topic``
+   (`CONTENT_TYPE` names the envelope where the broker has content types). The bus has already
+   validated the topic (`validate_topic`; at most `MAX_TOPIC_LENGTH` characters), the payload
+   (a JSON object at most `MAX_DEPTH` levels deep), the key and the id (`new_id`). Reply
+   inboxes are the topics under `INBOX_PREFIX`; everything under `RESERVED_PREFIX` is the
+   bus's own.
 4. **Subscribing.** `BrokerAdapter.subscribe` hands you a `Subscription`: its ``pattern`` (a
    topic, or a pattern with AMQP wildcards: `is_pattern`, `pattern_regex`, `compile_pattern`,
-   `topic_matches`), its ``group`` (None: every subscription gets every message; a name: its
-   members share them, and the group keeps what arrives while it has none: `GroupInfo`,
-   `note_backlog`). Feed it raw bytes with `Subscription.receive` (the bus decodes, and logs
-   and settles what is not an envelope), or, when one decoded message goes to several
-   subscriptions, `decode` (or `decode_or_log`) once and `Subscription.offer` /
-   `Subscription.deliver` it (`RouteTable` routes topics to subscriptions in constant time).
-   An awaitable returned by ``receive``, and ``deliver``, are the backpressure: await them.
+   `topic_matches`, `validate_pattern`) and its ``group`` (None: every subscription gets every
+   message; a name (`validate_group`): its members share them, and the group keeps what
+   arrives while it has none, for ``group_expiry``, default `DEFAULT_GROUP_EXPIRY`; see
+   `GroupInfo`, and `note_backlog` for a member joining `BACKLOG_NOTICE` waiting messages).
+   Feed it raw bytes with `Subscription.receive` (the bus decodes, and logs and settles what is
+   not an envelope), or, when one decoded message goes to several subscriptions, `decode` (or
+   `decode_or_log`) once and `Subscription.offer` / `Subscription.deliver` it (`RouteTable`
+   routes topics to subscriptions in constant time; `log_invalid` says, throttled, what was
+   not an envelope). An awaitable returned by ``receive``, and ``deliver``, are the
+   backpressure: await them.
 5. **Settling.** Where the broker can redeliver, hand each message over with a `Delivery`
    subclass that maps the bus's decision (`Delivery.ack`, `Delivery.retry`,
    `Delivery.dead_letter`, `Delivery.release`) onto the broker. The bus decides; you never
@@ -44,7 +50,11 @@ complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
    cancels and awaits every task, and a crash is reported, not lost), and log what can repeat
    without bound through `throttled`, with `message_fields` as ``extra`` for lines about one
    message.
-7. **Registering.** Name the class in your distribution's ``amb.adapters`` entry points
+7. **Errors.** Besides those above, an adapter raises `GroupInUseError` (deleting or purging a
+   group whose members run), `InvalidTopicError` (a name the broker cannot take); the bus
+   raises `InvalidPayloadError` and, for bytes that are not an envelope, `decode` raises
+   `InvalidMessageError`. All are `AMBError`s.
+8. **Registering.** Name the class in your distribution's ``amb.adapters`` entry points
    (``myscheme = "my_package:MyBroker"``); `BrokerAdapter.from_url` builds it from a URL.
    Then run the contract suite against it (tests-contract/README.md).
 """
