@@ -85,10 +85,7 @@ COUNTS: dict[str, dict[str, int]] = {
 QUICK_DIVISOR = 10
 WARMUP_FRACTION = 0.1
 PACKAGES = (
-    "amb-core",
-    "amb-redis",
-    "amb-rabbitmq",
-    "amb-kafka",
+    *brokers.AMB_DISTRIBUTIONS,
     "redis",
     "aio-pika",
     "aiormq",
