@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from launcher import ServiceError, endpoint, env, main
+from launcher import ServiceError, endpoint, env, main, native, probes, processes
 from launcher.broker_table import BROKERS, Broker, read_broker_table
 from launcher.endpoints import NAMES
 from launcher.native import _kafka_properties
@@ -28,6 +28,19 @@ def test_the_launcher_knows_exactly_the_brokers_of_the_table() -> None:
     assert BROKERS["redis"] == Broker(
         "redis", "AMB_REDIS_URL", "redis://127.0.0.1:6379/0", "amb-redis", "amb_redis"
     )
+
+
+def test_the_launcher_knows_how_to_run_every_broker_of_the_table() -> None:
+    """A broker added to brokers.json needs a probe, a way to start it and its timeouts here."""
+    for known in (
+        probes._PROBES,
+        native._STARTERS,
+        native.READY_TIMEOUT,
+        native.APT_PACKAGES,
+        processes.STOP_TIMEOUT,
+        processes._MARKERS,
+    ):
+        assert set(known) == set(NAMES)
 
 
 def test_a_row_may_carry_more_than_the_launcher_reads(tmp_path: Path) -> None:
