@@ -155,3 +155,36 @@ async def test_cancelled_confirmed_publishes_spoil_nothing(
     assert [m.payload["n"] for m in got.messages if "n" in m.payload] == list(range(100))
     assert _link(bus).up
     assert not any("lost the connection" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_confirmed_message_sent_as_subscriptions_come_back_waits_for_their_queues(
+    make_bus: BusFactory,
+    behind_proxy: Callable[..., MessageBus],
+    proxy: FaultyProxy,
+    admin: Admin,
+    topic: str,
+    received: Callable[[], Received],
+) -> None:
+    """A broker restart loses the exclusive queues, and can lose a group queue declared just
+    before it; each comes back when its bus reconnects, on its own backoff. A bus that is back
+    first must not have RabbitMQ drop its confirmed messages as unroutable meanwhile (the chaos
+    suite lost 14 confirmed group messages that way): it sends them again for
+    `RESUBSCRIBE_GRACE_S` until a queue takes them."""
+    bus = behind_proxy(outage_timeout=60)
+    await bus.connect()
+    link = _link(bus)
+    await proxy.stop()
+    await _until(lambda: not link.up)
+    await proxy.start()
+    await _until(lambda: link.up)
+
+    confirming = asyncio.ensure_future(bus.publish(topic, {"n": 1}, wait_for_confirmation=True))
+    await asyncio.sleep(0.5)  # a confirm (or an unroutable return) takes milliseconds
+    assert not confirming.done(), "the message was dropped: no queue was bound yet"
+    admin.group_queue("workers", topic)
+    got = received()
+    subscriber = await make_bus()  # the member whose bus comes back later
+    await subscriber.subscribe(topic, got, group="workers")
+    with anyio.fail_after(WAIT):
+        await confirming
+    assert (await got.wait_for(1))[0].payload == {"n": 1}

@@ -67,6 +67,7 @@ class Subscription:
         "_loop",
         "_matcher",
         "_maxsize",
+        "_passing",
         "_queued",
         "_running",
         "_settling",
@@ -119,6 +120,8 @@ class Subscription:
         self._queued = 0
         self._maxsize = queue_size
         self._running = 0
+        #: Workers in their loop pass after a message: each looks at the queue again next.
+        self._passing = 0
         self._tasks: set[asyncio.Task[None]] | None = None
         #: Settlements of invalid envelopes, done beside the queue so they delay nothing.
         self._settling: set[asyncio.Task[None]] | None = None
@@ -198,7 +201,8 @@ class Subscription:
             level = self._levels[~message.priority] = deque()
         level.append((message, delivery))
         self._queued += 1
-        if self._running < self.concurrency:
+        # A worker in its loop pass takes this message next: a new task would only cost more.
+        if self._running < self.concurrency and self._queued > self._passing:
             self._running += 1
             tasks = self._tasks
             if tasks is None:
@@ -271,7 +275,11 @@ class Subscription:
                 # requester, a waiting publisher) often publishes straight back, and this worker
                 # then takes that message without a new task or an extra loop iteration. It
                 # still ends as soon as the queue stays empty, so idle subscriptions cost nothing.
-                await _one_loop_pass()
+                self._passing += 1
+                try:
+                    await _one_loop_pass()
+                finally:
+                    self._passing -= 1
                 if not self._queued:
                     return
         finally:

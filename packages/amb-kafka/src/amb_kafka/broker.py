@@ -610,7 +610,18 @@ async def _abandon(producer: Any) -> None:
         sender.cancel()
         # It finishes the requests in flight first, each bounded by request_timeout_ms.
         await asyncio.wait({sender}, timeout=_ABANDON_TIMEOUT)
-    producer._message_accumulator.fail_all(ProducerClosed())
+    accumulator = producer._message_accumulator
+    for batches in accumulator._batches.values():
+        # A batch that a retriable error put back in the queue has left the pending set, but
+        # keeps the callback that removes it from there when it ends (aiokafka 0.14): without
+        # this, failing it raises KeyError in that callback.
+        accumulator._pending_batches.update(batches)
+    accumulator.fail_all(ProducerClosed())
+    for batch in accumulator._pending_batches:
+        # The batcher has reported these messages (with their ids) already; unread, the same
+        # failure would come again from asyncio as "exception was never retrieved".
+        batch.future.exception()
+        batch._drain_waiter.exception()
     await _quietly(producer.stop())
 
 

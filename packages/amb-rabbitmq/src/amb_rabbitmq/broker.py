@@ -43,6 +43,13 @@ from amb_rabbitmq.session import Session
 
 logger = logging.getLogger("amb.rabbitmq")
 
+#: For how long after a reconnect a confirmed message that no queue took is sent again. A broker
+#: restart loses every exclusive queue, and can lose a group queue declared just before it; they
+#: come back as their buses reconnect, each on its own backoff, so "no queue" then means "not yet".
+RESUBSCRIBE_GRACE_S = 10.0
+#: The pause between two such attempts.
+RESUBSCRIBE_RETRY_S = 0.2
+
 
 class RabbitMQBroker(BrokerAdapter):
     """The RabbitMQ adapter: ``MessageBus.from_url("amqp://guest:guest@localhost/")``.
@@ -90,6 +97,8 @@ class RabbitMQBroker(BrokerAdapter):
         self._background: set[asyncio.Task[None]] = set()
         # The session on whose fast channel fire-and-forget messages went since the last fence.
         self._unfenced: Session | None = None
+        # When the link was last restored (loop time); None before the first outage.
+        self._restored_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<RabbitMQBroker {self._display_url} exchange={self.names.exchange!r}>"
@@ -190,6 +199,7 @@ class RabbitMQBroker(BrokerAdapter):
             self.boundary.name,
             sum(consumer.active for consumer in self._consumers.values()),
         )
+        self._restored_at = asyncio.get_running_loop().time()
         self.link.restored()
 
     async def _reconnect_once(self) -> Session:
@@ -311,7 +321,34 @@ class RabbitMQBroker(BrokerAdapter):
         """Publish on the current session, or raise `BrokerUnavailableError` at once when there
         is none (the bus keeps the message during an outage). A confirmed publish is reported
         sent only once the broker said so; one that fails as the connection dies may have
-        reached the broker all the same, and the bus then sends it again (at least once)."""
+        reached the broker all the same, and the bus then sends it again (at least once). One
+        that no queue took within `RESUBSCRIBE_GRACE_S` of a reconnect is sent again until a
+        queue takes it or the grace ends: the subscriptions of other buses are coming back."""
+        while not await self._send_once(body, exchange, topic, properties, confirm, message_id):
+            if not self._resubscribing():
+                logger.warning(
+                    "no queue is bound to topic %s: RabbitMQ dropped confirmed message %s", topic, message_id
+                )
+                return
+            await asyncio.sleep(RESUBSCRIBE_RETRY_S)
+
+    def _resubscribing(self) -> bool:
+        """Whether the link came back less than `RESUBSCRIBE_GRACE_S` ago."""
+        restored_at = self._restored_at
+        return (
+            restored_at is not None and asyncio.get_running_loop().time() - restored_at < RESUBSCRIBE_GRACE_S
+        )
+
+    async def _send_once(
+        self,
+        body: bytes,
+        exchange: str,
+        topic: str,
+        properties: Basic.Properties,
+        confirm: bool,
+        message_id: str,
+    ) -> bool:
+        """One attempt of `_send`: whether a queue took the message (always True unconfirmed)."""
         doing = f"publishing message {message_id} on {topic}"
         while True:
             session = self._session
@@ -323,13 +360,12 @@ class RabbitMQBroker(BrokerAdapter):
                         body, exchange=exchange, routing_key=topic, properties=properties, wait=False
                     )
                     self._unfenced = session
-                    return
+                    return True
                 if self._unfenced is session:
                     # Fire-and-forget messages went out just before: this must not overtake them.
                     session.start_fence()
                     self._unfenced = None
-                routed = await session.publish_confirmed(body, exchange, topic, properties)
-                break
+                return await session.publish_confirmed(body, exchange, topic, properties)
             except aiormq.exceptions.DeliveryError as error:
                 # Nacked: the broker could not take it just now (an internal error, a full
                 # queue that rejects publishes); the connection is fine.
@@ -342,10 +378,6 @@ class RabbitMQBroker(BrokerAdapter):
                 if self._session is None or self._session is session:
                     raise failed from error
                 # It failed on a connection that was replaced meanwhile: send it on the new one.
-        if not routed:
-            logger.warning(
-                "no queue is bound to topic %s: RabbitMQ dropped confirmed message %s", topic, message_id
-            )
 
     # ------------------------------------------------------------------ subscriptions
 
