@@ -6,6 +6,7 @@ points at one already; a broker that cannot be had fails the session, it is neve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -16,10 +17,14 @@ import nox
 ROOT = Path(__file__).parent
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 DEFAULT_PYTHON = "3.11"
-ADAPTERS = ["redis", "rabbitmq", "kafka"]
-URL_VARIABLES = {"redis": "AMB_REDIS_URL", "rabbitmq": "AMB_RABBITMQ_URL", "kafka": "AMB_KAFKA_URL"}
+#: The brokers and their adapters: brokers.json, the repository's one table of them.
+BROKERS: list[dict[str, str]] = json.loads((ROOT / "brokers.json").read_text(encoding="utf-8"))["brokers"]
+ADAPTERS = [broker["name"] for broker in BROKERS]
+URL_VARIABLES = {broker["name"]: broker["url_variable"] for broker in BROKERS}
+ADAPTER_DISTRIBUTIONS = {broker["name"]: broker["distribution"] for broker in BROKERS}
+ADAPTER_MODULES = [broker["module"] for broker in BROKERS]
 LINTED = ["packages", "tests-contract", "scripts", "benchmarks", "noxfile.py"]
-DISTRIBUTIONS = ["amb-core", *(f"amb-{name}" for name in ADAPTERS), "amb-opentelemetry"]
+DISTRIBUTIONS = ["amb-core", *ADAPTER_DISTRIBUTIONS.values(), "amb-opentelemetry"]
 #: The first amb-core release of this code: PyPI's 0.1.0 to 0.3.0 are the original project's,
 #: so no adapter may accept them (packages/amb-core/CHANGELOG.md says why).
 FIRST_OWN_AMB_CORE = "0.4.0"
@@ -103,6 +108,8 @@ def types(session: nox.Session) -> None:
         "mypy",
         "--strict",
         "scripts/services.py",
+        "scripts/launcher",
+        "scripts/test_launcher.py",
         "scripts/check_installed.py",
         "scripts/docs_site.py",
         "scripts/test_docs_site.py",
@@ -119,6 +126,8 @@ def tests(session: nox.Session) -> None:
     _install_packages(session)
     session.install("pytest")
     session.run("pytest", "packages/amb-core/tests", *session.posargs)
+    # The launcher's own tests (stdlib only): its reading of brokers.json and of broker URLs.
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "scripts/test_launcher.py")
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -211,7 +220,9 @@ def dist(session: nox.Session) -> None:
     venv = _fresh_venv(session, work, "core")
     _pip_install(session, venv, wheels, "amb-core", "pytest")
     _in_venv(session, venv, "python", "scripts/check_installed.py", f"amb-core=={core_version}")
-    _in_venv(session, venv, "python", "-c", "import importlib.util as u; assert not u.find_spec('amb_redis')")
+    # amb-core alone: none of the adapters came with it.
+    no_adapter = "import importlib.util as u, sys; assert not [m for m in sys.argv[1:] if u.find_spec(m)]"
+    _in_venv(session, venv, "python", "-c", no_adapter, *ADAPTER_MODULES)
     _in_venv(session, venv, "amb", "--version")
     _in_venv(session, venv, "pytest", *_PYTEST, "packages/amb-core/tests/test_seed_readme.py")
     _in_venv(session, venv, "pytest", *_PYTEST, "packages/amb-core/tests/test_upgrade_from_0_1_0.py")
@@ -223,17 +234,21 @@ def dist(session: nox.Session) -> None:
     venv = _fresh_venv(session, work, f"core-{DIST_CONTRACT_ADAPTER}")
     _pip_install(session, venv, wheels, f"amb-core[{DIST_CONTRACT_ADAPTER}]", "pytest")
     _in_venv(
-        session, venv, "python", "scripts/check_installed.py", "amb-core", f"amb-{DIST_CONTRACT_ADAPTER}"
+        session,
+        venv,
+        "python",
+        "scripts/check_installed.py",
+        "amb-core",
+        ADAPTER_DISTRIBUTIONS[DIST_CONTRACT_ADAPTER],
     )
     _in_venv(session, venv, "pytest", *_PYTEST, "tests-contract", env={"AMB_CONTRACT_URL": url})
 
     for adapter in ADAPTERS:
-        lowest = _lowest_amb_core(wheels, f"amb-{adapter}")
+        distribution = ADAPTER_DISTRIBUTIONS[adapter]
+        lowest = _lowest_amb_core(wheels, distribution)
         venv = _fresh_venv(session, work, f"{adapter}-lowest-core")
-        _pip_install(session, venv, wheels, f"amb-{adapter}", f"amb-core=={lowest}", "pytest")
-        _in_venv(
-            session, venv, "python", "scripts/check_installed.py", f"amb-core=={lowest}", f"amb-{adapter}"
-        )
+        _pip_install(session, venv, wheels, distribution, f"amb-core=={lowest}", "pytest")
+        _in_venv(session, venv, "python", "scripts/check_installed.py", f"amb-core=={lowest}", distribution)
         url = _broker_url(session, adapter)
         _in_venv(
             session, venv, "pytest", *_PYTEST, "tests-contract/test_cli.py", env={"AMB_CONTRACT_URL": url}

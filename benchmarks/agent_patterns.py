@@ -51,8 +51,7 @@ import brokers
 import harness
 from harness import now_ns
 
-ADAPTERS = ("memory", "redis", "rabbitmq", "kafka")
-PACKAGES = ("amb-core", "amb-redis", "amb-rabbitmq", "amb-kafka", "redis", "aio-pika", "aiokafka", "pydantic")
+PACKAGES = (*brokers.AMB_DISTRIBUTIONS, "redis", "aio-pika", "aiokafka", "pydantic")
 #: One chunk: a token-sized piece of an agent's draft, ~100 bytes as JSON.
 CHUNK: dict[str, Any] = {
     "agent": "drafter-1",
@@ -422,7 +421,7 @@ async def measure(args: argparse.Namespace, progress: harness.Progress) -> dict[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--adapters", default="memory", help="comma-separated: " + ",".join(ADAPTERS))
+    parser.add_argument("--adapters", default="memory", help="comma-separated: " + ",".join(brokers.ADAPTERS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--quick", action="store_true", help=f"counts divided by {QUICK_DIVISOR}, output in .bench/"
@@ -431,7 +430,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     args.adapters = [name.strip() for name in args.adapters.split(",") if name.strip()]
-    unknown = sorted(set(args.adapters) - set(ADAPTERS))
+    unknown = sorted(set(args.adapters) - set(brokers.ADAPTERS))
     if unknown:
         parser.error(f"unknown adapters: {', '.join(unknown)}")
     if args.output_dir is None:

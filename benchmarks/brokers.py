@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from pathlib import Path
@@ -10,15 +11,19 @@ from typing import Any
 
 from harness import REPO_ROOT
 
-ADAPTERS = ("memory", "redis", "rabbitmq", "kafka")
-ENV_VARS = {"redis": "AMB_REDIS_URL", "rabbitmq": "AMB_RABBITMQ_URL", "kafka": "AMB_KAFKA_URL"}
-# The defaults of scripts/services.py, which starts the brokers.
-DEFAULT_URLS = {
-    "memory": "memory://",
-    "redis": "redis://127.0.0.1:6379/0",
-    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
-    "kafka": "kafka://127.0.0.1:9092",
+#: The brokers of brokers.json (the repository's one table), after the in-memory broker.
+_TABLE: dict[str, dict[str, str]] = {
+    row["name"]: row
+    for row in json.loads((REPO_ROOT / "brokers.json").read_text(encoding="utf-8"))["brokers"]
 }
+ADAPTERS = ("memory", *_TABLE)
+URL_VARIABLES = {name: row["url_variable"] for name, row in _TABLE.items()}
+#: Where scripts/services.py starts each broker when its URL variable is not set.
+DEFAULT_URLS = {"memory": "memory://", **{name: row["default_url"] for name, row in _TABLE.items()}}
+#: The distribution that brings each adapter.
+DISTRIBUTIONS = {"memory": "amb-core", **{name: row["distribution"] for name, row in _TABLE.items()}}
+#: amb-core, then every adapter's distribution: whose versions a report records.
+AMB_DISTRIBUTIONS = tuple(dict.fromkeys(DISTRIBUTIONS.values()))
 CHECK_TIMEOUT_S = 10.0
 
 
@@ -27,7 +32,7 @@ class BrokerUnreachable(RuntimeError):
 
 
 def url_for(adapter: str) -> str:
-    return os.environ.get(ENV_VARS.get(adapter, ""), "") or DEFAULT_URLS[adapter]
+    return os.environ.get(URL_VARIABLES.get(adapter, ""), "") or DEFAULT_URLS[adapter]
 
 
 def redacted(url: str) -> str:
@@ -57,7 +62,7 @@ async def probe(adapter: str, url: str, grace_s: float = 20.0) -> dict[str, Any]
 def _unreachable(adapter: str, url: str, error: BaseException) -> BrokerUnreachable:
     return BrokerUnreachable(
         f"{adapter} at {redacted(url)} is unreachable ({type(error).__name__}: {error}). "
-        f"Start it with `python scripts/services.py up {adapter}`, or point {ENV_VARS[adapter]} at a running one."
+        f"Start it with `python scripts/services.py up {adapter}`, or point {URL_VARIABLES[adapter]} at a running one."
     )
 
 

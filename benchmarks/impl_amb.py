@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import brokers
 from harness import now_ns, package_versions
 from scenarios import (
     PAYLOAD,
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from amb_core import Message, MessageBus
     from amb_core.middleware import Middleware
 
-DISTRIBUTIONS = {"memory": "amb-core", "redis": "amb-redis", "rabbitmq": "amb-rabbitmq", "kafka": "amb-kafka"}
-
 
 class AmbImpl(Implementation):
     name = "amb"
@@ -42,7 +41,7 @@ class AmbImpl(Implementation):
         super().__init__(adapter, f"memory://bench-{os.urandom(4).hex()}" if adapter == "memory" else url)
 
     def describe(self) -> str:
-        versions = package_versions(sorted({"amb-core", DISTRIBUTIONS[self.adapter]}))
+        versions = package_versions(sorted({"amb-core", brokers.DISTRIBUTIONS[self.adapter]}))
         return ", ".join(f"{name} {ver or 'not installed'}" for name, ver in versions.items())
 
     def _bus(self) -> MessageBus:

@@ -85,10 +85,7 @@ COUNTS: dict[str, dict[str, int]] = {
 QUICK_DIVISOR = 10
 WARMUP_FRACTION = 0.1
 PACKAGES = (
-    "amb-core",
-    "amb-redis",
-    "amb-rabbitmq",
-    "amb-kafka",
+    *brokers.AMB_DISTRIBUTIONS,
     "redis",
     "aio-pika",
     "aiormq",
@@ -368,7 +365,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--adapters", default="memory", help="comma-separated: memory,redis,rabbitmq,kafka (default memory)"
+        "--adapters", default="memory", help=f"comma-separated: {','.join(brokers.ADAPTERS)} (default memory)"
     )
     parser.add_argument(
         "--impls",
