@@ -37,7 +37,7 @@ from amb_core import (
     MessageBus,
     MessageTooLargeError,
 )
-from amb_core.payload import MAX_DEPTH
+from amb_core.adapter import MAX_DEPTH
 from amb_core.testing import nested_payload
 from conftest import SCHEME, URL, WAIT, BrokerProcess, BusFactory, Received, readme_example
 
@@ -158,7 +158,7 @@ def _fuzzed_corpus() -> list[bytes]:
 
 def _decodes(envelope: dict[str, Any]) -> bool:
     from amb_core import InvalidMessageError
-    from amb_core.wire import decode
+    from amb_core.adapter import decode
 
     try:
         decode(json.dumps(envelope, separators=(",", ":")).encode())

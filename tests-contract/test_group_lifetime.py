@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from amb_core import GroupInfo, GroupInUseError, InvalidTopicError, MessageBus
-from amb_core.groups import BACKLOG_NOTICE
+from amb_core.adapter import BACKLOG_NOTICE
 from conftest import WAIT, BusFactory, Received, eventually
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from amb_core import MessageBus
 from amb_core.testing import Recorder
-from amb_kafka.config import bootstrap_servers
+from amb_kafka._options import bootstrap_servers
 
 URL = os.environ.get("AMB_KAFKA_URL", "kafka://127.0.0.1:9092")
 ROOT = Path(__file__).resolve().parents[3]

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 
-from amb_kafka.broker import _abandon
+from amb_kafka._broker import _abandon
 from conftest import BOOTSTRAP
 
 pytestmark = pytest.mark.anyio

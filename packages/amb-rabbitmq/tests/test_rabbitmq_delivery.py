@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from amb_core import BrokerRefusedError, Message
-from amb_core.wire import decode
+from amb_core.adapter import decode
 from conftest import WAIT, Admin, BusFactory, Received
 
 pytestmark = pytest.mark.anyio

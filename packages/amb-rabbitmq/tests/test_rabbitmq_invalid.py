@@ -87,7 +87,7 @@ async def test_more_invalid_messages_than_the_prefetch_never_wedge_an_ungrouped_
 async def test_an_invalid_message_between_good_ones_delays_none(
     make_bus: BusFactory, admin: Admin, prefix: str, topic: str, received: Callable[[], Received]
 ) -> None:
-    # Two subscriptions of one bus share the decoding of each body (amb_rabbitmq.decoding): the
+    # Two subscriptions of one bus share the decoding of each body (amb_rabbitmq._decoding): the
     # invalid one must be settled by each of them.
     publisher: MessageBus = await make_bus()
     subscriber = await make_bus()

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 
-from amb_core import BrokerUnavailableError, Message, MessageBus
-from amb_core.link import Link
+from amb_core import BrokerUnavailableError, Link, Message, MessageBus
 from amb_core.testing import FaultyProxy
 from amb_rabbitmq import RabbitMQBroker
 from conftest import URL, WAIT, Admin, BusFactory, Received

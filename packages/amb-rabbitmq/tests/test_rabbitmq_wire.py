@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from amb_core import MessagePriority
-from amb_core.wire import CONTENT_TYPE, decode
+from amb_core.adapter import CONTENT_TYPE, decode
 from conftest import WAIT, Admin, BusFactory, Received
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from amb_core import Message, MessageBus
-from amb_core.wire import decode, encode
+from amb_core.adapter import decode, encode
 from conftest import WAIT, BusFactory, LogWaiter, Received, eventually
 
 pytestmark = pytest.mark.anyio

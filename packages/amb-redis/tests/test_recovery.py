@@ -23,8 +23,8 @@ import pytest
 import redis.asyncio as redis
 
 from amb_core import Message, MessageBus
+from amb_core.adapter import encode
 from amb_core.testing import FaultyProxy
-from amb_core.wire import encode
 from conftest import URL, WAIT, BusFactory, LogWaiter, Received, kill_connections
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from amb_core.message import Message
+from amb_core._message import Message
 
 
 class Recorder:
@@ -59,7 +59,7 @@ class Recorder:
 
 def nested_payload(depth: int) -> dict[str, Any]:
     """A payload that nests objects ``depth`` levels deep, the payload itself being level 1
-    (`amb_core.payload.MAX_DEPTH` is the most a publish accepts)."""
+    (`amb_core.adapter.MAX_DEPTH` is the most a publish accepts)."""
     payload: dict[str, Any] = {}
     inner = payload
     for _ in range(depth - 1):
