@@ -1,0 +1,117 @@
+"""AMB's pytest plugin: fixtures for tests that run buses on a broker, registered through the
+``pytest11`` entry point ``amb`` (installing amb-core enables it; ``-p no:amb`` disables it).
+
+Every fixture is prefixed ``amb_`` so that none clashes with a project's own, except
+``anyio_backend``, anyio's own hook, set to ``"asyncio"`` here (a conftest overrides it). A test
+suite points them at its broker by overriding ``amb_url`` (and, for tests that restart the
+broker, ``amb_broker_control``) in its conftest.py:
+
+```python
+@pytest.fixture
+def amb_url() -> str:
+    return "redis://127.0.0.1:6379/0"
+```
+
+This is the only module of amb_core that imports pytest; importing amb_core does not load it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from amb_core import MessageBus
+from amb_core.testing import BrokerControl, BrokerProcess, BusFactory, Recorder
+
+
+class _AsyncioBackend:
+    """anyio's ``anyio_backend`` fixture, as "asyncio" for each test (anyio's own runs every
+    installed backend, module by module). Registered once every plugin is, so that it overrides
+    anyio's; a conftest.py overrides it in turn."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_AsyncioBackend(), "amb-anyio-backend")
+
+
+@pytest.fixture
+def amb_url() -> str:
+    """The broker the ``amb_`` fixtures connect to: the in-memory broker unless overridden."""
+    return "memory://amb-test"
+
+
+@pytest.fixture
+def amb_wait() -> float:
+    """Seconds a wait may take before the test fails (``AMB_TEST_WAIT``, default 30): a safety
+    net for slow machines, not a timing assertion."""
+    return float(os.environ.get("AMB_TEST_WAIT", "30"))
+
+
+@pytest.fixture
+def amb_topic() -> str:
+    """A topic no other test (or earlier run on the same broker) has used."""
+    return f"amb-test.{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def amb_bus_options() -> dict[str, Any]:
+    """Options every bus of `amb_make_bus` gets, before the test's own (override to add some)."""
+    return {}
+
+
+@pytest.fixture
+async def amb_make_bus(amb_url: str, amb_bus_options: dict[str, Any]) -> AsyncIterator[BusFactory]:
+    """``await amb_make_bus(**options)``: a bus on `amb_url` (``url=`` for another), connected,
+    and disconnected at the end of the test."""
+    buses: list[MessageBus] = []
+
+    async def make(*, url: str | None = None, **options: Any) -> MessageBus:
+        bus = MessageBus.from_url(url or amb_url, **{**amb_bus_options, **options})
+        await bus.connect()
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in reversed(buses):
+        await bus.disconnect()
+
+
+@pytest.fixture
+async def amb_bus(amb_make_bus: BusFactory) -> MessageBus:
+    """One connected bus on `amb_url`."""
+    return await amb_make_bus()
+
+
+@pytest.fixture
+def amb_received(amb_wait: float) -> Callable[[], Recorder]:
+    """``amb_received()``: a new `Recorder` whose waits are bounded by `amb_wait`."""
+
+    def make() -> Recorder:
+        return Recorder(timeout=amb_wait)
+
+    return make
+
+
+@pytest.fixture
+def amb_broker_control() -> BrokerControl:
+    """How to restart, stop, start and kill the broker: ``AMB_<ACTION>_CMD`` unless overridden
+    (with a launcher, `BrokerControl.launcher_script`)."""
+    return BrokerControl()
+
+
+@pytest.fixture
+async def amb_broker(amb_broker_control: BrokerControl) -> AsyncIterator[BrokerProcess]:
+    """The broker's process, to restart, stop, start or kill; whatever the test did, the broker
+    is up again afterwards."""
+    process = BrokerProcess(amb_broker_control)
+    yield process
+    if process.down:
+        await process.start()
