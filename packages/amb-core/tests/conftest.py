@@ -1,11 +1,9 @@
+"""amb-core's unit tests; ``anyio_backend`` and the ``amb_`` fixtures come from amb_core's pytest
+plugin (amb_core.testing.plugin)."""
+
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(autouse=True)

@@ -21,11 +21,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from amb_core import MessageBus
-from amb_core.testing import BrokerControl, BrokerProcess, BusFactory, Recorder
+from amb_core.testing import BrokerControl, BrokerProcess, BusFactory, FaultyProxy, Recorder
 
 
 class _AsyncioBackend:
@@ -98,6 +99,20 @@ def amb_received(amb_wait: float) -> Callable[[], Recorder]:
         return Recorder(timeout=amb_wait)
 
     return make
+
+
+@pytest.fixture
+async def amb_proxy(amb_url: str) -> AsyncIterator[FaultyProxy]:
+    """A `FaultyProxy` in front of `amb_url`'s host and port, closed after the test: only the
+    buses given ``amb_proxy.url(amb_url)`` go through it, so nobody else on a shared broker is
+    disturbed."""
+    address = urlsplit(amb_url)
+    if address.hostname is None or address.port is None:
+        raise ValueError(f"amb_proxy needs a host and port in amb_url, not {address.scheme}://...")
+    proxy = FaultyProxy(address.hostname, address.port)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture
