@@ -1,9 +1,13 @@
-"""amb-core's unit tests; ``anyio_backend`` and the ``amb_`` fixtures come from amb_core's pytest
-plugin (amb_core.testing.plugin)."""
-
 from __future__ import annotations
 
 import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio only: most of these tests build buses directly, without the ``amb_`` fixtures
+    (amb_core.testing.plugin), which choose asyncio for the tests that use them."""
+    return "asyncio"
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,10 @@
 """AMB's pytest plugin: fixtures for tests that run buses on a broker, registered through the
 ``pytest11`` entry point ``amb`` (installing amb-core enables it; ``-p no:amb`` disables it).
 
-Every fixture is prefixed ``amb_`` so that none clashes with a project's own, except
-``anyio_backend``, anyio's own hook, set to ``"asyncio"`` here (a conftest overrides it). A test
-suite points them at its broker by overriding ``amb_url`` (and, for tests that restart the
-broker, ``amb_broker_control``) in its conftest.py:
+Every fixture is prefixed ``amb_`` so that none clashes with a project's own, and a test that
+uses one runs on asyncio only (anyio's ``anyio_backend``); other tests are left alone. A test
+suite points the fixtures at its broker by overriding ``amb_url`` (and, for tests that restart
+the broker, ``amb_broker_control``) in its conftest.py:
 
 ```python
 @pytest.fixture
@@ -29,18 +29,14 @@ from amb_core import MessageBus
 from amb_core.testing import BrokerControl, BrokerProcess, BusFactory, FaultyProxy, Recorder
 
 
-class _AsyncioBackend:
-    """anyio's ``anyio_backend`` fixture, as "asyncio" for each test (anyio's own runs every
-    installed backend, module by module). Registered once every plugin is, so that it overrides
-    anyio's; a conftest.py overrides it in turn."""
-
-    @pytest.fixture
-    def anyio_backend(self) -> str:
-        return "asyncio"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_AsyncioBackend(), "amb-anyio-backend")
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that uses an ``amb_`` fixture runs on asyncio only, AMB's event loop (anyio's own
+    ``anyio_backend`` runs a test on every installed backend, trio too); other tests are left
+    as they are. This runs before anyio's parametrization (``tryfirst``), which then steps aside."""
+    names = metafunc.fixturenames
+    if "anyio_backend" in names and any(name.startswith("amb_") for name in names):
+        metafunc.parametrize("anyio_backend", ["asyncio"])
 
 
 @pytest.fixture
