@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from amb_contract.suite import CONFIG, ROOT, URL, WAIT, adapter_module, capabilities
+from amb_contract.suite import CONFIG, ROOT, URL, WAIT, adapter_module, applies, capabilities
 from amb_core.testing import BrokerControl, load_broker_table
 
 _MARKERS = {
@@ -33,15 +33,11 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    restarts, has_address = capabilities().survives_restart, CONFIG.has_address
-    selected, deselected = [], []
+    selected: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
     for item in items:
-        if (item.get_closest_marker("fault") and not restarts) or (
-            item.get_closest_marker("network") and not has_address
-        ):
-            deselected.append(item)
-        else:
-            selected.append(item)
+        markers = {marker.name for marker in item.iter_markers()}
+        (selected if applies(markers, capabilities(), CONFIG) else deselected).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

@@ -42,6 +42,15 @@ def capabilities() -> Capabilities:
     return MessageBus.from_url(URL).capabilities
 
 
+def applies(markers: set[str], capabilities: Capabilities, config: BrokerConfig) -> bool:
+    """Whether a test marked ``markers`` applies to a broker: ``fault`` tests (they restart,
+    stop or kill it) where its adapter declares ``survives_restart``, ``network`` tests (they
+    start other peers at its address) where its `BrokerConfig` has an address."""
+    if "fault" in markers and not capabilities.survives_restart:
+        return False
+    return not ("network" in markers and not config.has_address)
+
+
 def adapter_module() -> str:
     """The top-level package of the adapter for `URL` (``amb_redis``, ...)."""
     return type(MessageBus.from_url(URL).adapter).__module__.partition(".")[0]
