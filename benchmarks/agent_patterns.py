@@ -69,6 +69,8 @@ REPEATS = 50
 #: `RequestCancelledError` (the issue: about a second on memory, Redis and RabbitMQ, a few on Kafka).
 CANCELS = 3
 TIMEOUT_S = 30.0
+#: Event-loop passes before each timed request and stream (see `idle`).
+IDLE_PASSES = 3
 QUICK_DIVISOR = 5
 #: This script, run again as the responder process (``--serve``).
 SCRIPT = Path(__file__).resolve()
@@ -170,6 +172,14 @@ async def responders(adapter: str, url: str, prefix: str) -> AsyncIterator[None]
             await child.wait()
 
 
+async def idle() -> None:
+    """A few passes of the event loop, without letting the process sleep (a sleeping process
+    wakes with cold caches, which would time something else): an in-memory responder's worker
+    ends once its queue stays empty, so the next request finds it idle."""
+    for _ in range(IDLE_PASSES):
+        await asyncio.sleep(0)
+
+
 async def measure_round(
     bus: Any, names: dict[str, str], count: int, repeats: int, cancelled: asyncio.Queue[int]
 ) -> dict[str, float]:
@@ -184,11 +194,15 @@ async def measure_round(
         # A plain request first, untimed: the stream then starts on an idle responder, as each
         # plain request of the loop below does, not behind the previous stream's tail (its
         # burst's confirmations still being read). Then the first chunk's yardstick, timed
-        # alike: one plain request, alone, just before the stream.
+        # alike: one plain request, alone, just before the stream. Each of the two timed
+        # requests comes after the same pause, so both find their responder idle (in memory:
+        # no worker running, so each pays for starting one).
         await bus.request(names["chunk"], {"n": -1}, timeout=TIMEOUT_S)
+        await idle()
         start = now_ns()
         await bus.request(names["chunk"], {"n": -1}, timeout=TIMEOUT_S)
         singles.append(now_ns() - start)
+        await idle()
         start = now_ns()
         first = 0
         got = 0
@@ -386,7 +400,9 @@ def report(data: dict[str, Any]) -> str:
         "",
         "Time to the first chunk is from calling `request_stream` to the first chunk in the loop; chunks/s "
         "from the same start to the last chunk. Its yardstick is a plain request timed alike: one, alone, "
-        "just before each stream (the p50 of the back-to-back loop, warmer, is shown beside it). The responders run in another process on network brokers. "
+        "just before each stream, each of the two after the same few event-loop passes, so that both "
+        "find their responder idle (the p50 of the back-to-back loop, warmer, is shown beside it). "
+        "The responders run in another process on network brokers. "
         "Cancellation: from the requester leaving its loop after 3 chunks to the responder's next `send` "
         "raising `RequestCancelledError` (wall clock across the two processes; the responder sends a chunk "
         "a millisecond).",

@@ -265,12 +265,10 @@ def _cells(line: str) -> list[str]:
 def _amb_help() -> str:
     import argparse
 
-    from amb_core import __version__
-    from amb_core.__main__ import COMMANDS
-    from amb_core.cli.options import build_parser
+    from amb_core.__main__ import parser as amb_parser
 
     os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal's width
-    parser = build_parser(__version__, COMMANDS)
+    parser = amb_parser()
     [commands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     parts = [("amb", parser)] + [(f"amb {name}", sub) for name, sub in commands.choices.items()]
     return "\n".join(f"### `{title}`\n\n```text\n{sub.format_help()}```\n" for title, sub in parts)

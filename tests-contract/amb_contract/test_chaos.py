@@ -39,7 +39,7 @@ from amb_core import (
     MessageBus,
     MessageTooLargeError,
 )
-from amb_core.payload import MAX_DEPTH
+from amb_core.adapter import MAX_DEPTH
 from amb_core.testing import BrokerProcess, BusFactory, Recorder, nested_payload, publish_until_delivered
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
@@ -161,7 +161,7 @@ def _fuzzed_corpus() -> list[bytes]:
 
 def _decodes(envelope: dict[str, Any]) -> bool:
     from amb_core import InvalidMessageError
-    from amb_core.wire import decode
+    from amb_core.adapter import decode
 
     try:
         decode(json.dumps(envelope, separators=(",", ":")).encode())

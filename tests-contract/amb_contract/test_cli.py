@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.network]
 
 AMB = [sys.executable, "-m", "amb_core"]
 #: Ctrl-C ends a command within a second (issue 15): the command stops at once, and
-#: amb_core.cli.running.GRACE (0.7 s) ends it anyway. This bound only tells a hang from that on a
+#: the amb command's grace period (0.7 s) ends it anyway. This bound only tells a hang from that on a
 #: loaded machine, where starting and signalling a process alone can take a second.
 INTERRUPT_WITHIN = 5.0
 

@@ -12,7 +12,7 @@ import pytest
 
 from amb_contract.suite import WAIT
 from amb_core import GroupInfo, GroupInUseError, InvalidTopicError, MessageBus
-from amb_core.groups import BACKLOG_NOTICE
+from amb_core.adapter import BACKLOG_NOTICE
 from amb_core.testing import BusFactory, Recorder, eventually
 
 pytestmark = pytest.mark.anyio

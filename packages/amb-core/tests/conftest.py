@@ -12,7 +12,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_log_throttle() -> None:
-    """Each test sees the first warnings of its own (amb_core.logs throttles repeats)."""
-    from amb_core import logs
+    """Each test sees the first warnings of its own (amb_core._logs throttles repeats)."""
+    from amb_core import _logs as logs
 
     logs.reset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -89,6 +90,34 @@ async def test_idle_subscriptions_cost_no_task() -> None:
         assert len(asyncio.all_tasks()) == before
         await bus.publish("idle.t7", {})
         await handler.wait_for(1)
+
+
+async def test_back_to_back_requests_reuse_the_worker_that_just_answered() -> None:
+    """A worker looks at its queue once more after each message; a request that comes in
+    meanwhile is its, even with room for more workers: no task is made for it (one costs more
+    than the rest of an in-memory request)."""
+    loop = asyncio.get_running_loop()
+    created = 0
+
+    def counting_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        nonlocal created
+        created += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async with MessageBus() as bus:
+
+        async def answer(message: Message) -> None:
+            await bus.reply(message, {"ok": True})
+
+        await bus.subscribe("ask", answer, concurrency=4)
+        await bus.request("ask", {}, timeout=5)  # the inbox and the first worker
+        loop.set_task_factory(counting_factory)
+        try:
+            for _ in range(20):
+                await bus.request("ask", {}, timeout=5)
+        finally:
+            loop.set_task_factory(None)
+    assert created == 0
 
 
 async def test_a_plain_function_works_as_a_handler() -> None:

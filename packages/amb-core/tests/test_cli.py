@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from amb_core import GroupInUseError, MessageBus, registry
+from amb_core import GroupInUseError, MessageBus
+from amb_core import _registry as registry
 from amb_core.__main__ import COMMANDS, main
-from amb_core.cli.options import build_parser
-from amb_core.cli.running import _EXIT_CODES, GRACE, ExitCode
+from amb_core._cli.options import build_parser
+from amb_core._cli.running import _EXIT_CODES, GRACE, ExitCode
 from amb_core.testing import Recorder
 
 AMB = [sys.executable, "-m", "amb_core"]
@@ -162,7 +163,7 @@ def test_a_command_that_will_not_stop_is_ended_after_the_grace_period() -> None:
     stubborn = textwrap.dedent(
         """
         import argparse, asyncio, sys
-        from amb_core.cli.running import ExitCode, run
+        from amb_core._cli.running import ExitCode, run
 
         async def stubborn(arguments):
             print("amb stubborn: started", file=sys.stderr, flush=True)
@@ -191,7 +192,7 @@ def test_sub_json_lines_and_count_on_a_shared_in_process_broker() -> None:
         import asyncio, sys
         from amb_core import MessageBus
         from amb_core.__main__ import COMMANDS
-        from amb_core.cli.options import build_parser
+        from amb_core._cli.options import build_parser
 
         async def main():
             arguments = build_parser("test", COMMANDS).parse_args(

@@ -14,14 +14,14 @@ import pytest
 from amb_core import (
     BrokerUnavailableError,
     BusClosedError,
+    DeadLetter,
     InMemoryBroker,
     InvalidPayloadError,
     Link,
     Message,
     MessageBus,
 )
-from amb_core.memory import DeadLetter
-from amb_core.payload import MAX_DEPTH
+from amb_core.adapter import MAX_DEPTH
 from amb_core.testing import Recorder, nested_payload
 
 pytestmark = pytest.mark.anyio

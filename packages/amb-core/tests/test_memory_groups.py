@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from amb_core import BrokerUnavailableError, GroupInfo, Message, MessageBus
-from amb_core import memory as memory_module
+from amb_core import _memory as memory_module
 from amb_core.testing import Recorder
 
 pytestmark = pytest.mark.anyio

@@ -6,8 +6,8 @@ import pydantic
 import pytest
 
 from amb_core import Message, MessagePriority
-from amb_core.ids import new_id
-from amb_core.message import build_message
+from amb_core._message import build_message
+from amb_core.adapter import new_id
 
 
 def test_priorities_are_totally_ordered() -> None:

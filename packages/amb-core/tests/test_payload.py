@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from amb_core.errors import InvalidPayloadError
-from amb_core.payload import json_object
+from amb_core import InvalidPayloadError
+from amb_core._payload import json_object
 
 
 class Colour(str, enum.Enum):

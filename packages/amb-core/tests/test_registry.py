@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from amb_core import AdapterNotInstalledError, BrokerAdapter, InMemoryBroker, MessageBus, registry
+from amb_core import AdapterNotInstalledError, BrokerAdapter, InMemoryBroker, MessageBus
+from amb_core import _registry as registry
 
 
 def test_memory_urls_need_no_entry_point() -> None:

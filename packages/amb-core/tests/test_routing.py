@@ -1,5 +1,5 @@
 """`RouteTable`: the in-memory broker's routes, found in time that does not grow with the number
-of subscriptions, agree with the AMQP matching rules (`amb_core.topics.topic_matches`)."""
+of subscriptions, agree with the AMQP matching rules (`amb_core._topics.topic_matches`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import random
 import tracemalloc
 
 from amb_core import Message, MessageBus
-from amb_core.routing import RouteTable
-from amb_core.topics import topic_matches
+from amb_core.adapter import RouteTable, topic_matches
 
 SEGMENTS = ["a", "b", "c", "_amb", "x-1"]
 

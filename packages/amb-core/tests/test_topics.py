@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from amb_core.errors import InvalidTopicError
-from amb_core.topics import pattern_regex, topic_matches, validate_group, validate_pattern, validate_topic
+from amb_core import InvalidTopicError
+from amb_core.adapter import pattern_regex, topic_matches, validate_group, validate_pattern, validate_topic
 
 MATCHES = [
     ("a.b", "a.b", True),

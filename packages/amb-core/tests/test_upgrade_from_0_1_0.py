@@ -57,7 +57,7 @@ KEPT = [
         )
     ),
     *(
-        ("amb_core.bus", name)
+        ("amb_core._bus", name)
         for name in (
             "MessageBus",
             "Message",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from amb_core import InvalidMessageError, Message, MessagePriority
-from amb_core.wire import decode, decode_or_log, encode
+from amb_core.adapter import decode, decode_or_log, encode
 
 PLAIN = Message(
     id="1", topic="a.b", payload={"k": "v"}, timestamp=datetime(2026, 1, 1, 10, 0, 0, 5, timezone.utc)

@@ -12,7 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from amb_core.testing import BrokerControl, load_broker_table
-from amb_kafka.config import bootstrap_servers
+from amb_kafka._options import bootstrap_servers
 
 ROOT = Path(__file__).resolve().parents[3]
 URL = load_broker_table(ROOT / "brokers.json")["kafka"].url

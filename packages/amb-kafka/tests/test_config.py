@@ -7,10 +7,10 @@ import ssl
 import pytest
 
 from amb_core import MessageBus
-from amb_kafka import KafkaBroker, dead_letter_topic, group_id
-from amb_kafka.config import bootstrap_servers
-from amb_kafka.naming import topic_regex
-from amb_kafka.offsets import PartitionTracker
+from amb_kafka import KafkaBroker
+from amb_kafka._naming import dead_letter_topic, group_id, topic_regex
+from amb_kafka._offsets import PartitionTracker
+from amb_kafka._options import bootstrap_servers
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from aiokafka import errors as kafka  # type: ignore[import-untyped]
 
 from amb_core import BrokerRefusedError, BrokerUnavailableError, MessageBus, MessageTooLargeError
 from amb_kafka import KafkaBroker
-from amb_kafka.boundary import Boundary
+from amb_kafka._errors import Boundary
 from conftest import BOOTSTRAP
 
 pytestmark = pytest.mark.anyio

@@ -14,10 +14,11 @@ from aiokafka.admin import NewTopic  # type: ignore[import-untyped]
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from amb_core import BrokerUnavailableError, Message, MessageBus
+from amb_core.adapter import decode, encode
 from amb_core.testing import BusFactory, Recorder
-from amb_core.wire import decode, encode
-from amb_kafka import KafkaBroker, dead_letter_topic
-from amb_kafka.admin import DEFAULT_NUM_PARTITIONS
+from amb_kafka import KafkaBroker
+from amb_kafka._admin import DEFAULT_NUM_PARTITIONS
+from amb_kafka._naming import dead_letter_topic
 from conftest import BOOTSTRAP, WAIT
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Groups over time on Kafka (amb_kafka.lifetime): commits say when and with which
+"""Groups over time on Kafka (amb_kafka._lifetime): commits say when and with which
 group_expiry, and a group found expired is deleted before a member joins it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from amb_core.testing import BusFactory, Recorder
-from amb_kafka.lifetime import amb_group
-from amb_kafka.naming import group_id
+from amb_kafka._lifetime import amb_group
+from amb_kafka._naming import group_id
 from conftest import WAIT
 
 pytestmark = pytest.mark.anyio

@@ -11,10 +11,10 @@ import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # type: ignore[import-untyped]
 
 from amb_core import InvalidPayloadError, Message, MessageTooLargeError
+from amb_core.adapter import encode
 from amb_core.testing import BusFactory, Recorder, nested_payload
-from amb_core.wire import encode
 from amb_kafka import KafkaBroker
-from amb_kafka.admin import DEFAULT_MESSAGE_MAX_BYTES
+from amb_kafka._admin import DEFAULT_MESSAGE_MAX_BYTES
 from conftest import WAIT
 
 pytestmark = pytest.mark.anyio

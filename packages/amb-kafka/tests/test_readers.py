@@ -13,7 +13,8 @@ from test_kafka import _records
 
 from amb_core import Message, Subscription
 from amb_core.testing import BusFactory, Recorder
-from amb_kafka import KafkaBroker, complaints, dead_letter_topic
+from amb_kafka import KafkaBroker, _complaints
+from amb_kafka._naming import dead_letter_topic
 from conftest import WAIT
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +71,7 @@ async def test_an_unexpected_error_in_a_reader_is_logged_and_nothing_is_skipped(
 ) -> None:
     """A bug in handing records over (here: the subscription raising once) must neither kill the
     reader silently nor lose the records of that fetch."""
-    complaints.reset()
+    _complaints.reset()
     failed: list[str] = []
 
     def once(method: Any) -> Any:

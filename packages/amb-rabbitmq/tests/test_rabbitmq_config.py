@@ -8,11 +8,9 @@ from typing import Any
 import pytest
 
 from amb_core import BrokerUnavailableError, InvalidPayloadError, MessageBus, MessageTooLargeError
-from amb_core.subscription import Subscription
 from amb_core.testing import BusFactory, Recorder
 from amb_rabbitmq import RabbitMQBroker
-from amb_rabbitmq.naming import Names
-from amb_rabbitmq.options import Options
+from amb_rabbitmq._naming import Names
 
 
 def test_the_amqp_schemes_resolve_to_this_adapter(amb_url: str) -> None:
@@ -92,33 +90,24 @@ def test_max_message_size_defaults_to_rabbitmqs_own() -> None:
 
 
 def test_prefetch_follows_concurrency_unless_set() -> None:
-    default = Options()
+    default = RabbitMQBroker("amqp://localhost/").options
     assert default.prefetch_for(1) == 256
     assert default.prefetch_for(16) == 512
     assert default.prefetch_for(1000) == 1000
-    assert Options(prefetch=7).prefetch_for(1000) == 7
+    assert RabbitMQBroker("amqp://localhost/", prefetch=7).options.prefetch_for(1000) == 7
 
 
-@pytest.mark.anyio
-async def test_queue_names_are_derived_from_the_prefix() -> None:
+def test_queue_names_are_derived_from_the_prefix() -> None:
     names = Names("app")
-
-    async def handler(message: object) -> None:
-        pass
-
-    grouped = Subscription("s1", "tasks.*.#", handler, group="workers")
-    ungrouped = Subscription("s2", "tasks.a", handler)
-    assert names.queue_for(grouped) == "app.group.workers.tasks.@.#"
-    assert names.queue_for(ungrouped) == "app.sub.s2"
+    assert names.group_queue("workers", "tasks.*.#") == "app.group.workers.tasks.@.#"
+    assert names.fanout_queue("s2") == "app.sub.s2"
+    assert names.inbox_queue("s3") == "app.inbox.s3"
     assert (names.dead_letter_exchange, names.dead_letter_queue) == ("app.dlx", "app.dlq")
     assert names.exchange_for("_amb.inbox.x") == "app.reserved"
     assert names.exchange_for("agent.thoughts") == "app"
-    long = Subscription("s3", ".".join(["segment"] * 31), handler, group="g" * 40)
-    name = names.queue_for(long)
+    name = names.group_queue("g" * 40, ".".join(["segment"] * 31))
     assert len(name) == 255
-    assert name != names.queue_for(
-        Subscription("s4", ".".join(["segment"] * 30) + ".other", handler, group="g" * 40)
-    )
+    assert name != names.group_queue("g" * 40, ".".join(["segment"] * 30) + ".other")
 
 
 @pytest.mark.anyio

@@ -13,8 +13,8 @@ import anyio.lowlevel
 import pytest
 
 from amb_core import BrokerRefusedError, Message
+from amb_core.adapter import decode
 from amb_core.testing import BusFactory, Recorder
-from amb_core.wire import decode
 from conftest import WAIT, Admin
 
 pytestmark = pytest.mark.anyio

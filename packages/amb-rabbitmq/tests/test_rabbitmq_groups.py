@@ -1,5 +1,5 @@
 """Groups over time on RabbitMQ: ``x-expires`` on a group's queue, queues declared before it
-existed, and the registry that lets groups be listed (amb_rabbitmq.groups)."""
+existed, and the registry that lets groups be listed (amb_rabbitmq._group_registry)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from amb_core import GroupInfo
 from amb_core.testing import BusFactory, Recorder
-from amb_rabbitmq.properties import MAX_PRIORITY
+from amb_rabbitmq._properties import MAX_PRIORITY
 from conftest import Admin
 
 pytestmark = pytest.mark.anyio

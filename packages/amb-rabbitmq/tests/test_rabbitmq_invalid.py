@@ -88,7 +88,7 @@ async def test_more_invalid_messages_than_the_prefetch_never_wedge_an_ungrouped_
 async def test_an_invalid_message_between_good_ones_delays_none(
     amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    # Two subscriptions of one bus share the decoding of each body (amb_rabbitmq.decoding): the
+    # Two subscriptions of one bus share the decoding of each body (amb_rabbitmq._decoding): the
     # invalid one must be settled by each of them.
     publisher: MessageBus = await amb_make_bus()
     subscriber = await amb_make_bus()

@@ -8,8 +8,8 @@ import anyio
 import pytest
 
 from amb_core import MessagePriority
+from amb_core.adapter import CONTENT_TYPE, decode
 from amb_core.testing import BusFactory, Recorder
-from amb_core.wire import CONTENT_TYPE, decode
 from conftest import WAIT, Admin
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as redis
 
 from amb_core import Message, MessageBus
+from amb_core.adapter import decode, encode
 from amb_core.testing import BusFactory, Recorder, eventually
-from amb_core.wire import decode, encode
 from conftest import WAIT, LogWaiter
 
 pytestmark = pytest.mark.anyio

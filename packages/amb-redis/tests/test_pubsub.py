@@ -11,22 +11,19 @@ import pytest
 import redis.asyncio as redis
 from test_units import random_pattern, random_topic
 
-from amb_core import MessageBus
-from amb_core.errors import BrokerUnavailableError, MessageTooLargeError
+from amb_core import BrokerUnavailableError, MessageBus, MessageTooLargeError
+from amb_core.adapter import decode, topic_matches
 from amb_core.testing import BusFactory, Recorder
-from amb_core.topics import topic_matches
-from amb_core.wire import decode
 from amb_redis import DEFAULT_MAX_MESSAGE_SIZE, RedisBroker
-from amb_redis._scripts import _COMMON
+from amb_redis._scripts import Scripts
 from conftest import WAIT
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_the_scripts_route_by_the_same_rules_as_the_bus(admin: redis.Redis) -> None:
-    source = (
-        _COMMON.format(prefix="amb:", maxlen=1, max_routes=10) + "return matches(ARGV[1], ARGV[2]) and 1 or 0"
-    )
+    scripts = Scripts("amb:", maxlen=1, dead_letter_maxlen=1, max_routes=10)
+    source = scripts.build("return matches(ARGV[1], ARGV[2]) and 1 or 0").source.decode()
     rng = random.Random(11)
     pairs = [(random_pattern(rng), random_topic(rng)) for _ in range(400)]
     async with admin.pipeline(transaction=False) as pipe:

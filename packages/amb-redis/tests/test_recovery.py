@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio as redis
 
 from amb_core import Message, MessageBus
+from amb_core.adapter import encode
 from amb_core.testing import BrokerProcess, BusFactory, FaultyProxy, Recorder, publish_until_delivered
-from amb_core.wire import encode
 from conftest import URL, WAIT, LogWaiter, kill_connections
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""The pieces that need no server: name mapping, reply parsing, connection settings."""
+"""The pieces that need no server: name mapping, reply parsing, connection settings, scripts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 from fnmatch import fnmatchcase
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -13,11 +14,13 @@ from redis.asyncio.connection import SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from amb_core.topics import topic_matches
-from amb_redis import RedisBroker, _replies
+from amb_core.adapter import topic_matches
+from amb_redis import RedisBroker
+from amb_redis import _resp_reader as _replies
 from amb_redis._names import Names, redis_glob
-from amb_redis._replies import _Incomplete, parse, read_replies
 from amb_redis._resp import command
+from amb_redis._resp_reader import _Incomplete, parse, read_replies
+from amb_redis._scripts import Scripts, lua
 
 SEGMENTS = ["a", "b", "c", "_amb", "x-y"]
 
@@ -223,3 +226,21 @@ async def test_replies_split_anywhere_are_read_whole(monkeypatch: pytest.MonkeyP
         return item
 
     assert [plain(item) for item in got] == [plain(item) for item in replies]
+
+
+def test_the_scripts_are_the_lua_files_shipped_in_the_package() -> None:
+    shipped = sorted(
+        path.name for path in (files("amb_redis") / "lua").iterdir() if path.name.endswith(".lua")
+    )
+    assert "common.lua" in shipped
+    scripts = Scripts("amb-test:", maxlen=7, dead_letter_maxlen=9)
+    assert len(scripts.all) == len(shipped) - 1  # common.lua goes in front of each of the others
+    sources = {script.source.decode() for script in scripts.all}
+    assert len(sources) == len(scripts.all)
+    for name in shipped:
+        assert all(lua(name.removesuffix(".lua")) in source for source in sources) == (name == "common.lua")
+    for source in sources:
+        assert source.startswith(
+            "local PREFIX = 'amb-test:'\nlocal MAXLEN = 7\nlocal DEAD_LETTER_MAXLEN = 9\n"
+        )
+        assert "{{" not in source and "{prefix}" not in source  # no Python formatting left

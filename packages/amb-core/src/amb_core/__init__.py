@@ -7,16 +7,22 @@ async with MessageBus() as bus:
 Agent patterns on every broker: ``request_stream`` / ``reply_stream`` (streamed replies that the
 requester can cancel), ``gather`` (scatter-gather), `NoRespondersError`, error answers
 (`RemoteHandlerError`) and deadlines (``Message.expires_at``).
+
+The public modules are this one, `amb_core.adapter` (everything a broker adapter needs),
+`amb_core.middleware` (for middleware authors) and `amb_core.testing`; modules named ``_x`` are
+private and may change in any release. (The 0.1.0 paths `amb_core.models`,
+`amb_core.memory_broker`, `amb_core.broker`, `amb_core.adapters` and `amb_core.hf_utils` still
+import, with a `DeprecationWarning`.)
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 
-from amb_core.adapter import BrokerAdapter, Capabilities
-from amb_core.bus import MessageBus
-from amb_core.delivery import Delivery
-from amb_core.errors import (
+from amb_core._broker_adapter import BrokerAdapter, Capabilities
+from amb_core._bus import MessageBus
+from amb_core._delivery import Delivery
+from amb_core._errors import (
     AdapterNotInstalledError,
     AMBError,
     BrokerRefusedError,
@@ -33,19 +39,16 @@ from amb_core.errors import (
     RequestTimeoutError,
     StreamSequenceError,
 )
-from amb_core.gather import Replies
-from amb_core.groups import GroupInfo
-from amb_core.link import Link
-from amb_core.memory import InMemoryBroker
-from amb_core.message import Message, MessagePriority
-from amb_core.policy import Policy
-from amb_core.streams import ReplyStream
-from amb_core.subscription import MessageHandler, Subscription
+from amb_core._gather import Replies
+from amb_core._groups import GroupInfo
+from amb_core._link import Link
+from amb_core._memory import DeadLetter, InMemoryBroker
+from amb_core._message import Message, MessagePriority
+from amb_core._policy import Policy
+from amb_core._streams import ReplyStream
+from amb_core._subscription import MessageHandler, Subscription
 
-try:
-    __version__ = version("amb-core")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = version("amb-core")
 __author__ = "AMB developers"
 __license__ = "MIT"
 
@@ -57,6 +60,7 @@ __all__ = [
     "BrokerUnavailableError",
     "BusClosedError",
     "Capabilities",
+    "DeadLetter",
     "Delivery",
     "GroupInUseError",
     "GroupInfo",

@@ -3,20 +3,27 @@
 
 from __future__ import annotations
 
-from amb_core import __version__
-from amb_core.cli import demo, groups, pub, request, sub
-from amb_core.cli.options import build_parser
-from amb_core.cli.running import run
+import argparse
 
-#: The subcommands, in the order ``amb --help`` lists them: each a module of `amb_core.cli`
-#: with a ``register(commands)`` function (see `amb_core.cli`). A new one is one import and one
+from amb_core import __version__
+from amb_core._cli import demo, groups, pub, request, sub
+from amb_core._cli.options import build_parser
+from amb_core._cli.running import run
+
+#: The subcommands, in the order ``amb --help`` lists them: each a module of `amb_core._cli`
+#: with a ``register(commands)`` function (see `amb_core._cli`). A new one is one import and one
 #: entry here.
 COMMANDS = (pub, sub, request, groups, demo)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The ``amb`` command's argument parser (the documentation site shows its help)."""
+    return build_parser(__version__, COMMANDS)
+
+
 def main(argv: list[str] | None = None) -> None:
-    arguments = build_parser(__version__, COMMANDS).parse_args(argv)
-    raise SystemExit(run(arguments))
+    """Run ``amb`` with ``argv`` (default: the command line); exits with its exit code."""
+    raise SystemExit(run(parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, NoReturn
 
-from amb_core.deprecated import SINCE
+from amb_core._deprecated import SINCE
 
 _HELPERS = (
     "upload_experiment_logs",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amb_core.deprecated import moved
+from amb_core._deprecated import moved
 
 if TYPE_CHECKING:
-    from amb_core.adapter import BrokerAdapter as BrokerAdapter
-    from amb_core.memory import InMemoryBroker as InMemoryBroker
-    from amb_core.message import Message as Message
-    from amb_core.subscription import MessageHandler as MessageHandler
+    from amb_core._broker_adapter import BrokerAdapter as BrokerAdapter
+    from amb_core._memory import InMemoryBroker as InMemoryBroker
+    from amb_core._message import Message as Message
+    from amb_core._subscription import MessageHandler as MessageHandler
 else:
     # The others too: 0.1.0's module imported them, so they could be imported from it.
     __getattr__ = moved(

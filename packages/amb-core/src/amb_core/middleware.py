@@ -31,13 +31,13 @@ from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from amb_core.logs import throttled
-from amb_core.message import Message, build_message
+from amb_core._logs import throttled
+from amb_core._message import Message, build_message
 
 if TYPE_CHECKING:
-    from amb_core.bus import MessageBus
-    from amb_core.delivery import Delivery
-    from amb_core.subscription import Subscription
+    from amb_core._bus import MessageBus
+    from amb_core._delivery import Delivery
+    from amb_core._subscription import Subscription
 
 logger = logging.getLogger("amb.middleware")
 

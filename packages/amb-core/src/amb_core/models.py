@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amb_core.deprecated import moved
+from amb_core._deprecated import moved
 
 if TYPE_CHECKING:
-    from amb_core.message import Message as Message
-    from amb_core.message import MessagePriority as MessagePriority
+    from amb_core._message import Message as Message
+    from amb_core._message import MessagePriority as MessagePriority
 else:
     __getattr__ = moved(__name__, {"Message": "amb_core", "MessagePriority": "amb_core"})
 

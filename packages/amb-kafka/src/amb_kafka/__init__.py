@@ -1,15 +1,14 @@
-"""AMB's Apache Kafka adapter: ``MessageBus.from_url("kafka://localhost:9092")``."""
+"""AMB's Apache Kafka adapter: ``MessageBus.from_url("kafka://localhost:9092")``.
+
+`KafkaBroker` is the whole public surface; every other module is private (``_x.py``).
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 
-from amb_kafka.broker import KafkaBroker
-from amb_kafka.naming import dead_letter_topic, group_id
+from amb_kafka._broker import KafkaBroker
 
-try:
-    __version__ = version("amb-kafka")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = version("amb-kafka")
 
-__all__ = ["KafkaBroker", "__version__", "dead_letter_topic", "group_id"]
+__all__ = ["KafkaBroker", "__version__"]

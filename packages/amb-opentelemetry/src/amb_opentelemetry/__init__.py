@@ -9,8 +9,11 @@ See the README for what is recorded and how the trace context travels.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from amb_opentelemetry.instrumentor import AmbInstrumentor, telemetry
 from amb_opentelemetry.middleware import Telemetry
-from amb_opentelemetry.version import __version__
+
+__version__ = version("amb-opentelemetry")
 
 __all__ = ["AmbInstrumentor", "Telemetry", "__version__", "telemetry"]

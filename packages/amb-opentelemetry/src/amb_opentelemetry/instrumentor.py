@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from importlib.metadata import version
 from typing import Any
 
 from opentelemetry import metrics, trace
 
 from amb_core import middleware
 from amb_opentelemetry.middleware import Instruments, Telemetry
-from amb_opentelemetry.version import __version__
 
 logger = logging.getLogger("amb.opentelemetry")
 
 #: The instrumentation scope of every span and metric.
 SCOPE = "amb_opentelemetry"
+#: The version of that scope: this distribution's.
+SCOPE_VERSION = version("amb-opentelemetry")
 #: The schema of the semantic conventions used.
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.27.0"
 
@@ -33,7 +35,7 @@ def telemetry(
     """A middleware for one bus, ``MessageBus(middlewares=[telemetry()])``, when instrumenting
     every bus with `AmbInstrumentor` is not what you want. Options: as for
     `AmbInstrumentor.instrument`."""
-    tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
+    tracer = trace.get_tracer(SCOPE, SCOPE_VERSION, tracer_provider, schema_url=SCHEMA_URL)
     instruments = AmbInstrumentor()._instruments_for(meter_provider)
     return Telemetry(tracer, instruments, _always, body_size=body_size)
 
@@ -65,7 +67,7 @@ class AmbInstrumentor:
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """The packages this instruments, as ``opentelemetry-instrument`` checks them."""
-        return ("amb-core >= 0.4.0, < 0.5",)
+        return ("amb-core >= 0.5.0, < 0.6",)
 
     def instrument(self, **kwargs: Any) -> None:
         """Instrument every bus created from now on. Options: ``tracer_provider`` and
@@ -75,7 +77,7 @@ class AmbInstrumentor:
         if self._is_instrumented_by_opentelemetry:
             logger.debug("AMB is already instrumented")
             return
-        tracer = trace.get_tracer(SCOPE, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL)
+        tracer = trace.get_tracer(SCOPE, SCOPE_VERSION, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL)
         instruments = self._instruments_for(kwargs.get("meter_provider"))
         body_size = bool(kwargs.get("body_size", False))
 
@@ -102,7 +104,7 @@ class AmbInstrumentor:
         known = self._instruments.get(id(provider))
         if known is not None and known[0] is provider:
             return known[1]
-        meter = metrics.get_meter(SCOPE, __version__, provider, schema_url=SCHEMA_URL)
+        meter = metrics.get_meter(SCOPE, SCOPE_VERSION, provider, schema_url=SCHEMA_URL)
         instruments = Instruments(meter)
         self._instruments[id(provider)] = (provider, instruments)
         return instruments

@@ -5,19 +5,17 @@
     async with MessageBus.from_url("amqp://guest:guest@localhost/") as bus:
         ...
 
-``from amb_core.adapters.rabbitmq_broker import RabbitMQBroker`` (the seed's import path) still works,
-with a ``DeprecationWarning``.
+`RabbitMQBroker` is the whole public surface; every other module is private (``_x.py``).
+``from amb_core.adapters.rabbitmq_broker import RabbitMQBroker`` (the seed's import path) still
+works, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 
-from amb_rabbitmq.broker import RabbitMQBroker
+from amb_rabbitmq._broker import RabbitMQBroker
 
-try:
-    __version__ = version("amb-rabbitmq")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__version__ = version("amb-rabbitmq")
 
 __all__ = ["RabbitMQBroker", "__version__"]

@@ -17,10 +17,7 @@ from collections.abc import Callable
 
 from redis.exceptions import ResponseError
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerUnavailableError
-from amb_core.logs import throttled
-from amb_core.topics import compile_pattern
+from amb_core.adapter import BrokerUnavailableError, backoff_delays, compile_pattern, throttled
 from amb_redis._names import Names
 from amb_redis._pipe import CommandPipe
 from amb_redis._scripts import Scripts

@@ -1,18 +1,24 @@
-"""Opening connections: redis-py's connection class does the handshake (TLS, AUTH, SELECT), this
-module sets it up for long-lived connections the adapter reads itself, bounds it in time and
-makes sure a failed or cancelled attempt leaves no socket behind."""
+"""Opening connections and keeping them open: redis-py's connection class does the handshake
+(TLS, AUTH, SELECT), this module sets it up for long-lived connections the adapter reads itself,
+bounds it in time, makes sure a failed or cancelled attempt leaves no socket behind, and
+(`keep_connected`) opens a new one whenever one is lost."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from amb_core.errors import BrokerUnavailableError
+from amb_core.adapter import BrokerRefusedError, BrokerUnavailableError, Link, backoff_delays
 from amb_redis._errors import Boundary
+
+logger = logging.getLogger("amb.redis")
 
 
 class Connector:
@@ -53,6 +59,59 @@ class Connector:
             raise BrokerUnavailableError(
                 f"{self.name} did not answer within connect_timeout ({timeout} s)"
             ) from None
+
+
+async def keep_connected(
+    connector: Connector,
+    link: Link,
+    connection: AbstractConnection,
+    *,
+    what: str,
+    session: Callable[[AbstractConnection], Awaitable[BaseException | None]],
+    lost: Callable[[str], None],
+    closing: Callable[[], bool],
+    reconnected: Callable[[], None] = lambda: None,
+    broke: Callable[[], None] = lambda: None,
+) -> None:
+    """Run ``session`` on ``connection``, and on a new connection each time one is lost, until
+    ``closing()``. The adapter's two connections (``what``: "command connection", "Pub/Sub
+    connection") share this loop.
+
+    ``session(connection)`` runs until the connection fails, closes it and returns why (None:
+    it just closed); ``lost(reason)`` is then told, unless the adapter is closing. A new
+    connection is opened with `Link.reconnect` (backoff; each failure logged by the link), and
+    ``reconnected()`` is called once it is open, before its session starts.
+
+    Everything the adapter does goes through these connections, so they must never stop
+    silently: an unexpected exception (a bug) is logged, ``broke()`` is called, the connection
+    is dropped, and the loop goes on after a pause that grows while the trouble lasts.
+    """
+    trouble = backoff_delays(0.1, 5.0)
+    current: AbstractConnection | None = connection
+    while not closing():
+        try:
+            if current is None:
+                current = await link.reconnect(
+                    connector.open_within,
+                    retry_on=(BrokerUnavailableError, BrokerRefusedError),
+                    keep_going=lambda: not closing(),
+                )
+                if current is None:
+                    return
+                reconnected()
+            error = await session(current)
+            current = None
+            if closing():
+                return
+            lost(connector.boundary.reason(error) if error is not None else "the connection closed")
+        except Exception:
+            logger.exception("%s: the %s failed unexpectedly; reconnecting", connector.name, what)
+            broke()
+            if current is not None:
+                with contextlib.suppress(Exception):
+                    await current.disconnect(nowait=True)
+                current = None
+            await asyncio.sleep(next(trouble))
 
 
 def abort(connection: AbstractConnection) -> None:

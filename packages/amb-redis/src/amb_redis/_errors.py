@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterator
+from functools import partial
 
 from redis.exceptions import (
     AuthenticationError,
@@ -32,7 +32,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from amb_core.errors import AMBError, BrokerRefusedError, BrokerUnavailableError, scrub
+from amb_core.adapter import AMBError, BrokerRefusedError, BrokerUnavailableError, error_boundary, scrub
 
 #: Error reply prefixes that mean "these credentials may not do this", whoever parsed them.
 _REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM")
@@ -73,17 +73,10 @@ class Boundary:
             return BrokerUnavailableError(f"{where}: {self.reason(error)}")
         return error
 
-    @contextlib.contextmanager
-    def mapping(self, doing: str = "") -> Iterator[None]:
-        """Run the block, raising the amb-core error for whatever it raises (see `translate`).
-        Cancellation passes through unchanged."""
-        try:
-            yield
-        except Exception as error:
-            translated = self.translate(error, doing)
-            if translated is error:
-                raise
-            raise translated from None
+    def mapping(self, doing: str = "") -> contextlib.AbstractContextManager[None]:
+        """Run the block, raising the amb-core error for whatever it raises (see `translate`),
+        unchained (redis-py's text may quote the URL). Cancellation passes through unchanged."""
+        return error_boundary(partial(self.translate, doing=doing))
 
 
 def refused(error: BaseException) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from amb_core.topics import is_pattern
+from amb_core.adapter import is_pattern
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]*:?")
 

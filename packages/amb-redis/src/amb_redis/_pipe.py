@@ -24,12 +24,9 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerRefusedError, BrokerUnavailableError
-from amb_core.link import Link
-from amb_core.logs import throttled
-from amb_redis._connection import Connector
-from amb_redis._replies import replies
+from amb_core.adapter import BrokerUnavailableError, Link, throttled
+from amb_redis._connection import Connector, keep_connected
+from amb_redis._resp_reader import replies
 from amb_redis._scripts import Script
 
 logger = logging.getLogger("amb.redis")
@@ -156,33 +153,30 @@ class CommandPipe:
 
     # -- the connection -------------------------------------------------------------------
 
-    async def _supervise(self, connection: AbstractConnection | None) -> None:
-        # Whatever happens in here, the pipe must not stop silently: everything the adapter
-        # does goes through it.
-        trouble = backoff_delays(0.1, 5.0)
-        while not self._closing:
-            try:
-                if connection is None:
-                    connection = await self._reconnect()
-                    if connection is None:
-                        return
-                    self.connected = True
-                error = await self._session(connection)
-                connection = None
-                if self._closing:
-                    return
-                self.connected = False
-                self._gated = True
-                self._on_lost(self._boundary.reason(error) if error is not None else "the connection closed")
-                self._requeue()
-            except Exception:
-                logger.exception("%s: the command connection failed unexpectedly; reconnecting", self._name)
-                self.connected = False
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.disconnect(nowait=True)
-                    connection = None
-                await asyncio.sleep(next(trouble))
+    async def _supervise(self, connection: AbstractConnection) -> None:
+        await keep_connected(
+            self._connector,
+            self._link,
+            connection,
+            what="command connection",
+            session=self._session,
+            lost=self._lost,
+            closing=lambda: self._closing,
+            reconnected=self._reconnected,
+            broke=self._disconnected,
+        )
+
+    def _reconnected(self) -> None:
+        self.connected = True
+
+    def _disconnected(self) -> None:
+        self.connected = False
+
+    def _lost(self, reason: str) -> None:
+        self.connected = False
+        self._gated = True
+        self._on_lost(reason)
+        self._requeue()
 
     async def _session(self, connection: AbstractConnection) -> BaseException | None:
         """Run the reader and writer on ``connection`` until one fails; return why."""
@@ -217,13 +211,6 @@ class CommandPipe:
         for _, callback, _ in stale:
             if callback is not None:
                 callback(lost)
-
-    async def _reconnect(self) -> AbstractConnection | None:
-        return await self._link.reconnect(
-            self._connector.open_within,
-            retry_on=(BrokerUnavailableError, BrokerRefusedError),
-            keep_going=lambda: not self._closing,
-        )
 
     async def _write(self, connection: AbstractConnection) -> None:
         wakeup = self._wakeup

@@ -10,19 +10,16 @@ again; `restored` says when that is done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio.connection import AbstractConnection
 
-from amb_core.backoff import backoff_delays
-from amb_core.errors import BrokerRefusedError, BrokerUnavailableError
-from amb_core.link import Link
-from amb_redis._connection import Connector
-from amb_redis._replies import replies
+from amb_core.adapter import BrokerUnavailableError, Link
+from amb_redis._connection import Connector, keep_connected
 from amb_redis._resp import command
+from amb_redis._resp_reader import replies
 
 logger = logging.getLogger("amb.redis")
 
@@ -89,6 +86,7 @@ class PubSubConnection:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._restored = False
+        self._first = True
 
     @property
     def restored(self) -> bool:
@@ -140,46 +138,33 @@ class PubSubConnection:
 
     # -- the connection -------------------------------------------------------------------
 
-    async def _supervise(self, connection: AbstractConnection | None) -> None:
-        # Whatever happens in here, this connection must not stop silently: every ungrouped
-        # subscription, reply and group wake-up of the adapter arrives on it.
-        first = True
-        trouble = backoff_delays(0.1, 5.0)
-        while not self._closing:
-            try:
-                if connection is None:
-                    connection = await self._link.reconnect(
-                        self._connector.open_within,
-                        retry_on=(BrokerUnavailableError, BrokerRefusedError),
-                        keep_going=lambda: not self._closing,
-                    )
-                    if connection is None:
-                        return
-                error = await self._session(connection, first)
-                connection = None
-                first = False
-                if self._closing:
-                    return
-                # Pub/Sub keeps nothing for a subscriber that is away: the Link's WARNING says
-                # the connection was lost, DEBUG says what it carried.
-                self._on_lost(self._boundary.reason(error) if error is not None else "the connection closed")
-                logger.debug(
-                    "%s: the Pub/Sub connection (%d channels and patterns) is lost; messages published "
-                    "to them until it is back are not delivered",
-                    self._name,
-                    len(self._interests),
-                )
-            except Exception:
-                logger.exception("%s: the Pub/Sub connection failed unexpectedly; reconnecting", self._name)
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.disconnect(nowait=True)
-                    connection = None
-                first = False
-                await asyncio.sleep(next(trouble))
+    async def _supervise(self, connection: AbstractConnection) -> None:
+        # Every ungrouped subscription, reply and group wake-up of the adapter arrives on it.
+        await keep_connected(
+            self._connector,
+            self._link,
+            connection,
+            what="Pub/Sub connection",
+            session=self._session,
+            lost=self._lost,
+            closing=lambda: self._closing,
+        )
 
-    async def _session(self, connection: AbstractConnection, first: bool) -> BaseException | None:
+    def _lost(self, reason: str) -> None:
+        # Pub/Sub keeps nothing for a subscriber that is away: the Link's WARNING says the
+        # connection was lost, DEBUG says what it carried.
+        self._on_lost(reason)
+        logger.debug(
+            "%s: the Pub/Sub connection (%d channels and patterns) is lost; messages published "
+            "to them until it is back are not delivered",
+            self._name,
+            len(self._interests),
+        )
+
+    async def _session(self, connection: AbstractConnection) -> BaseException | None:
         loop = asyncio.get_running_loop()
+        # The adapter's first connection was subscribed to nothing yet: nothing to restore.
+        first, self._first = self._first, False
         self._unconfirmed.clear()
         self._out.clear()
         self._connection = connection

@@ -13,8 +13,8 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from amb_core.deprecated import moved
-from amb_core.errors import AdapterNotInstalledError
+from amb_core._deprecated import moved
+from amb_core._errors import AdapterNotInstalledError
 
 #: Each adapter's module, and the distribution and amb-core extra that install it.
 DISTRIBUTIONS = {

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from amb_core._deprecated import moved
 from amb_core.adapters import import_adapter
-from amb_core.deprecated import moved
 
 if TYPE_CHECKING:
-    from amb_core.adapter import BrokerAdapter as BrokerAdapter
-    from amb_core.message import Message as Message
-    from amb_core.subscription import MessageHandler as MessageHandler
+    from amb_core._broker_adapter import BrokerAdapter as BrokerAdapter
+    from amb_core._message import Message as Message
+    from amb_core._subscription import MessageHandler as MessageHandler
     from amb_kafka import KafkaBroker as KafkaBroker
 else:
     # The others too: 0.1.0's module imported them, so they could be imported from it.

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
-from amb_core.message import Message
+from amb_core._message import Message
 from amb_core.testing._broker_control import BrokerControl, BrokerProcess
 from amb_core.testing._broker_table import BrokerEntry, load_broker_table
 from amb_core.testing._waiting import eventually, publish_until_delivered
@@ -86,7 +86,7 @@ class Recorder:
 
 def nested_payload(depth: int) -> dict[str, Any]:
     """A payload that nests objects ``depth`` levels deep, the payload itself being level 1
-    (`amb_core.payload.MAX_DEPTH` is the most a publish accepts)."""
+    (`amb_core.adapter.MAX_DEPTH` is the most a publish accepts)."""
     payload: dict[str, Any] = {}
     inner = payload
     for _ in range(depth - 1):
