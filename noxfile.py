@@ -150,8 +150,8 @@ def contract(session: nox.Session, adapter: str) -> None:
     else:
         env = {"AMB_CONTRACT_URL": _broker_url(session, adapter)}
         _install_packages(session, adapter)
-    session.install("pytest")
-    session.run("pytest", "tests-contract", *session.posargs, env=env)
+    session.install("pytest", "-e", "tests-contract")
+    session.run("pytest", "--pyargs", "amb_contract", *session.posargs, env=env)
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -251,7 +251,12 @@ def dist(session: nox.Session) -> None:
         _in_venv(session, venv, "python", "scripts/check_installed.py", f"amb-core=={lowest}", distribution)
         url = _broker_url(session, adapter)
         _in_venv(
-            session, venv, "pytest", *_PYTEST, "tests-contract/test_cli.py", env={"AMB_CONTRACT_URL": url}
+            session,
+            venv,
+            "pytest",
+            *_PYTEST,
+            "tests-contract/amb_contract/test_cli.py",
+            env={"AMB_CONTRACT_URL": url},
         )
 
 

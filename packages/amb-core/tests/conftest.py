@@ -5,6 +5,8 @@ import pytest
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """asyncio only: most of these tests build buses directly, without the ``amb_`` fixtures
+    (amb_core.testing.plugin), which choose asyncio for the tests that use them."""
     return "asyncio"
 
 

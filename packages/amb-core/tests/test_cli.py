@@ -1,5 +1,5 @@
 """The ``amb`` command on the in-memory broker: arguments, one-line errors, exit codes, stdin,
-Ctrl-C. tests-contract/test_cli.py runs it end to end on every real broker."""
+Ctrl-C. tests-contract/amb_contract/test_cli.py runs it end to end on every real broker."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The failure policy of the bus (docs/semantics.md, "When things go wrong"), where the in-memory
-broker or the bus alone can show it. tests-contract/test_chaos.py checks the same rules against
+broker or the bus alone can show it. tests-contract/amb_contract/test_chaos.py checks the same rules against
 every real broker."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Groups on the in-memory broker, where the bus keeps them itself: what only memory can show
-directly (the shared rules are in tests-contract/test_group_lifetime.py and test_keys.py)."""
+directly (the shared rules are in tests-contract/amb_contract/test_group_lifetime.py and test_keys.py)."""
 
 from __future__ import annotations
 

@@ -15,10 +15,11 @@ from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from amb_core import BrokerUnavailableError, Message, MessageBus
 from amb_core.adapter import decode, encode
+from amb_core.testing import BusFactory, Recorder
 from amb_kafka import KafkaBroker
 from amb_kafka._admin import DEFAULT_NUM_PARTITIONS
 from amb_kafka._naming import dead_letter_topic
-from conftest import BOOTSTRAP, WAIT, BusFactory, Received
+from conftest import BOOTSTRAP, WAIT
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +43,11 @@ async def _records(topic: str, count: int, partitions: int = 1) -> list[Any]:
 
 
 async def test_records_carry_the_envelope_and_keyless_ones_spread_over_the_partitions(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    bus = await make_bus(num_partitions=4)
-    ids = [await bus.publish(topic, {"n": n}, wait_for_confirmation=True) for n in range(20)]
-    records = await _records(topic, 20, partitions=4)
+    bus = await amb_make_bus(num_partitions=4)
+    ids = [await bus.publish(amb_topic, {"n": n}, wait_for_confirmation=True) for n in range(20)]
+    records = await _records(amb_topic, 20, partitions=4)
     assert {record.key for record in records} == {None}
     # In turn, so that a group's members share one publisher's work (issue 12).
     assert Counter(record.partition for record in records) == {0: 5, 1: 5, 2: 5, 3: 5}
@@ -55,13 +56,13 @@ async def test_records_carry_the_envelope_and_keyless_ones_spread_over_the_parti
 
 
 async def test_the_key_is_the_record_key_and_picks_the_partition_as_kafka_does(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    bus = await make_bus(num_partitions=4)
+    bus = await amb_make_bus(num_partitions=4)
     keys = [f"order-{n % 3}" for n in range(30)]
     for n, key in enumerate(keys):
-        await bus.publish(topic, {"n": n}, key=key, wait_for_confirmation=n == 29)
-    records = await _records(topic, 30, partitions=4)
+        await bus.publish(amb_topic, {"n": n}, key=key, wait_for_confirmation=n == 29)
+    records = await _records(amb_topic, 30, partitions=4)
     for record in records:
         assert record.key == decode(record.value).key.encode()
         # aiokafka's (and the Java client's) default partitioner puts it in the same place.
@@ -73,24 +74,24 @@ async def test_the_key_is_the_record_key_and_picks_the_partition_as_kafka_does(
 
 
 async def test_a_topic_the_adapter_creates_has_num_partitions(
-    make_bus: BusFactory, topic: str, admin: Any
+    amb_make_bus: BusFactory, amb_topic: str, admin: Any
 ) -> None:
-    bus = await make_bus()
-    await bus.publish(topic, {}, wait_for_confirmation=True)
+    bus = await amb_make_bus()
+    await bus.publish(amb_topic, {}, wait_for_confirmation=True)
     metadata = await admin._client.fetch_all_metadata()
-    assert len(metadata.partitions_for_topic(topic)) == DEFAULT_NUM_PARTITIONS > 1
+    assert len(metadata.partitions_for_topic(amb_topic)) == DEFAULT_NUM_PARTITIONS > 1
     with pytest.raises(ValueError, match="num_partitions"):
         KafkaBroker(BOOTSTRAP, num_partitions=0)
 
 
 async def test_one_publishers_keyed_messages_stay_in_order_across_partitions(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    publisher, subscriber = await make_bus(num_partitions=3), await make_bus()
-    got = Received()
-    await subscriber.subscribe(topic, got)
+    publisher, subscriber = await amb_make_bus(num_partitions=3), await amb_make_bus()
+    got = Recorder(timeout=WAIT)
+    await subscriber.subscribe(amb_topic, got)
     for n in range(200):
-        await publisher.publish(topic, {"n": n}, key=f"k{n % 4}")
+        await publisher.publish(amb_topic, {"n": n}, key=f"k{n % 4}")
     await got.wait_for(200)
     for k in range(4):
         mine = [p["n"] for p in got.payloads if p["n"] % 4 == k]
@@ -98,29 +99,32 @@ async def test_one_publishers_keyed_messages_stay_in_order_across_partitions(
 
 
 async def test_subscriptions_sharing_the_consumer_get_each_message_once(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
     # One partition: what this checks rides on the order of one partition's records.
     # The first handler holds on until more subscriptions have joined the shared consumer, so
     # the joins (one to another topic reassigns the consumer, which repositions it) land while
     # a fetched batch is still being handed over: nothing may be lost or handed over twice.
-    publisher, subscriber = await make_bus(num_partitions=1), await make_bus(num_partitions=1, queue_size=4)
+    publisher, subscriber = (
+        await amb_make_bus(num_partitions=1),
+        await amb_make_bus(num_partitions=1, queue_size=4),
+    )
     joined = anyio.Event()
-    first, second, elsewhere = Received(), Received(), Received()
+    first, second, elsewhere = Recorder(timeout=WAIT), Recorder(timeout=WAIT), Recorder(timeout=WAIT)
 
     async def held(message: Message) -> None:
         await joined.wait()
         await first(message)
 
-    await subscriber.subscribe(topic, held)
+    await subscriber.subscribe(amb_topic, held)
     for n in range(50):
-        await publisher.publish(topic, {"n": n}, wait_for_confirmation=n == 49)
-    await subscriber.subscribe(topic, second)
-    await subscriber.subscribe(f"{topic}.other", elsewhere)
+        await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=n == 49)
+    await subscriber.subscribe(amb_topic, second)
+    await subscriber.subscribe(f"{amb_topic}.other", elsewhere)
     joined.set()
     for n in range(50, 100):
-        await publisher.publish(topic, {"n": n})
-    await publisher.publish(topic, {"n": "end"}, wait_for_confirmation=True)
+        await publisher.publish(amb_topic, {"n": n})
+    await publisher.publish(amb_topic, {"n": "end"}, wait_for_confirmation=True)
     await first.wait_for(101)
     await second.wait_for(51)
     assert [p["n"] for p in first.payloads] == [*range(100), "end"]
@@ -128,11 +132,11 @@ async def test_subscriptions_sharing_the_consumer_get_each_message_once(
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_moves_on(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
     # One partition: what this checks rides on the order of one partition's records.
-    bus = await make_bus(num_partitions=1, max_attempts=2)
-    got = Received()
+    bus = await amb_make_bus(num_partitions=1, max_attempts=2)
+    got = Recorder(timeout=WAIT)
     attempts: dict[int, int] = {}
 
     async def fails_on_zero(message: Message) -> None:
@@ -142,88 +146,88 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_and_the_partition_m
             raise RuntimeError("always fails")
         await got(message)
 
-    await bus.subscribe(topic, fails_on_zero, group="workers")
-    await bus.publish(topic, {"n": 0})
-    await bus.publish(topic, {"n": 1})
+    await bus.subscribe(amb_topic, fails_on_zero, group="workers")
+    await bus.publish(amb_topic, {"n": 0})
+    await bus.publish(amb_topic, {"n": 1})
     await got.wait_for(1)
-    [record] = await _records(dead_letter_topic(topic), 1)
+    [record] = await _records(dead_letter_topic(amb_topic), 1)
     assert attempts[0] == 2
     assert decode(record.value).payload == {"n": 0}
     headers = dict(record.headers)
-    assert headers["amb-dlq-topic"] == topic.encode()
-    assert headers["amb-dlq-group"] == f"workers.{topic}".encode()
+    assert headers["amb-dlq-topic"] == amb_topic.encode()
+    assert headers["amb-dlq-group"] == f"workers.{amb_topic}".encode()
     assert headers["amb-dlq-attempts"] == b"2"
     assert headers["amb-dlq-offset"] == b"0"
     assert headers["amb-dlq-reason"] == b"handler raised RuntimeError: always fails"
 
 
-async def test_a_group_resumes_from_its_last_commit(make_bus: BusFactory, topic: str) -> None:
+async def test_a_group_resumes_from_its_last_commit(amb_make_bus: BusFactory, amb_topic: str) -> None:
     # One partition: what this checks rides on the order of one partition's records.
-    publisher = await make_bus(num_partitions=1)
-    first_bus = await make_bus(num_partitions=1)
-    first = Received()
-    await first_bus.subscribe(topic, first, group="workers", concurrency=4)
+    publisher = await amb_make_bus(num_partitions=1)
+    first_bus = await amb_make_bus(num_partitions=1)
+    first = Recorder(timeout=WAIT)
+    await first_bus.subscribe(amb_topic, first, group="workers", concurrency=4)
     for n in range(10):
-        await publisher.publish(topic, {"n": n})
+        await publisher.publish(amb_topic, {"n": n})
     await first.wait_for(10)
     await first_bus.disconnect()
     for n in range(10, 15):
-        await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
-    second = Received()
-    second_bus = await make_bus(num_partitions=1)
-    await second_bus.subscribe(topic, second, group="workers")
+        await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=True)
+    second = Recorder(timeout=WAIT)
+    second_bus = await amb_make_bus(num_partitions=1)
+    await second_bus.subscribe(amb_topic, second, group="workers")
     await second.wait_for(5)
-    await publisher.publish(topic, {"n": 15})
+    await publisher.publish(amb_topic, {"n": 15})
     await second.wait_for(6)
     assert [p["n"] for p in second.payloads] == list(range(10, 16))  # nothing handled twice
 
 
 async def test_a_message_abandoned_at_shutdown_goes_to_the_next_member(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    publisher = await make_bus()
+    publisher = await amb_make_bus()
     holding = anyio.Event()
 
     async def hangs(message: Message) -> None:
         holding.set()
         await anyio.sleep_forever()
 
-    first_bus = await make_bus(drain_timeout=0.1, leave_timeout=0.1)
-    await first_bus.subscribe(topic, hangs, group="workers")
-    await publisher.publish(topic, {"n": 1})
+    first_bus = await amb_make_bus(drain_timeout=0.1, leave_timeout=0.1)
+    await first_bus.subscribe(amb_topic, hangs, group="workers")
+    await publisher.publish(amb_topic, {"n": 1})
     with anyio.fail_after(WAIT):
         await holding.wait()
     await first_bus.disconnect()  # the handler is cancelled: the message was never handled
 
-    got = Received()
-    second_bus = await make_bus()
-    await second_bus.subscribe(topic, got, group="workers")
+    got = Recorder(timeout=WAIT)
+    second_bus = await amb_make_bus()
+    await second_bus.subscribe(amb_topic, got, group="workers")
     assert [m.payload for m in await got.wait_for(1)] == [{"n": 1}]
 
 
 async def test_out_of_order_completions_commit_only_the_finished_prefix(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
     # One partition: what this checks rides on the order of one partition's records.
-    publisher = await make_bus(num_partitions=1)
+    publisher = await amb_make_bus(num_partitions=1)
     release = anyio.Event()
-    done = Received()
+    done = Recorder(timeout=WAIT)
 
     async def first_one_waits(message: Message) -> None:
         if message.payload["n"] == 0:
             await release.wait()
         await done(message)
 
-    bus = await make_bus(num_partitions=1, drain_timeout=0.1, leave_timeout=0.1)
-    await bus.subscribe(topic, first_one_waits, group="workers", concurrency=4)
+    bus = await amb_make_bus(num_partitions=1, drain_timeout=0.1, leave_timeout=0.1)
+    await bus.subscribe(amb_topic, first_one_waits, group="workers", concurrency=4)
     for n in range(4):
-        await publisher.publish(topic, {"n": n})
+        await publisher.publish(amb_topic, {"n": n})
     await done.wait_for(3)  # 1, 2 and 3 finished while 0 is still running
     await bus.disconnect()  # 0 is cancelled: nothing may be committed past it
 
-    again = Received()
-    second = await make_bus(num_partitions=1)
-    await second.subscribe(topic, again, group="workers")
+    again = Recorder(timeout=WAIT)
+    second = await amb_make_bus(num_partitions=1)
+    await second.subscribe(amb_topic, again, group="workers")
     await again.wait_for(4)
     assert sorted(p["n"] for p in again.payloads) == [0, 1, 2, 3]
 
@@ -239,22 +243,24 @@ async def _produce_plain(topic: str, value: bytes) -> None:
 
 @pytest.mark.parametrize("group", [None, "workers"])
 async def test_wildcards_find_topics_created_elsewhere(
-    make_bus: BusFactory, topic: str, group: str | None, admin: Any
+    amb_make_bus: BusFactory, amb_topic: str, group: str | None, admin: Any
 ) -> None:
-    bus = await make_bus(discovery_interval=0.2)
-    got = Received()
-    await bus.subscribe(f"{topic}.*", got, group=group)
+    bus = await amb_make_bus(discovery_interval=0.2)
+    got = Recorder(timeout=WAIT)
+    await bus.subscribe(f"{amb_topic}.*", got, group=group)
     # Created and written by a foreign client: only periodic discovery can find it, and its
     # first record was written before the subscription knew the topic.
-    await admin.create_topics([NewTopic(f"{topic}.new", 1, 1)])
-    message = Message(id="m1", topic=f"{topic}.new", payload={"n": 1})
-    await _produce_plain(f"{topic}.new", encode(message))
+    await admin.create_topics([NewTopic(f"{amb_topic}.new", 1, 1)])
+    message = Message(id="m1", topic=f"{amb_topic}.new", payload={"n": 1})
+    await _produce_plain(f"{amb_topic}.new", encode(message))
     [received] = await got.wait_for(1)
     assert received.id == "m1"
 
 
-async def test_the_inbox_lives_as_long_as_its_bus(make_bus: BusFactory, topic: str, admin: Any) -> None:
-    requester, responder = await make_bus(), await make_bus()
+async def test_the_inbox_lives_as_long_as_its_bus(
+    amb_make_bus: BusFactory, amb_topic: str, admin: Any
+) -> None:
+    requester, responder = await amb_make_bus(), await amb_make_bus()
     inboxes: list[str] = []
     release = anyio.Event()
     replied = anyio.Event()
@@ -266,9 +272,9 @@ async def test_the_inbox_lives_as_long_as_its_bus(make_bus: BusFactory, topic: s
         await responder.reply(request, {"ok": True})
         replied.set()
 
-    await responder.subscribe(topic, late)
+    await responder.subscribe(amb_topic, late)
     with pytest.raises(TimeoutError):
-        await requester.request(topic, {}, timeout=0.5)
+        await requester.request(amb_topic, {}, timeout=0.5)
     [inbox] = inboxes
     assert inbox in await admin.list_topics()
     await requester.disconnect()
@@ -276,7 +282,7 @@ async def test_the_inbox_lives_as_long_as_its_bus(make_bus: BusFactory, topic: s
     release.set()  # the responder now answers a bus that has gone away
     with anyio.fail_after(WAIT):
         await replied.wait()
-    await responder.publish(f"{topic}.other", {"n": 1}, wait_for_confirmation=True)  # refreshes metadata
+    await responder.publish(f"{amb_topic}.other", {"n": 1}, wait_for_confirmation=True)  # refreshes metadata
     assert inbox not in await admin.list_topics(), "a late reply does not bring the inbox back"
 
 
@@ -287,12 +293,12 @@ async def test_connecting_to_nothing_is_a_connection_error() -> None:
     assert isinstance(raised.value, ConnectionError)
 
 
-async def test_a_producer_that_died_is_replaced(make_bus: BusFactory, topic: str) -> None:
-    bus = await make_bus()
+async def test_a_producer_that_died_is_replaced(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    bus = await amb_make_bus()
     adapter = bus.adapter
     assert isinstance(adapter, KafkaBroker)
-    got = Received()
-    await bus.subscribe(topic, got)
+    got = Recorder(timeout=WAIT)
+    await bus.subscribe(amb_topic, got)
     dead = adapter._producer
     failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     failure.set_exception(RuntimeError("the sender task crashed"))
@@ -300,13 +306,13 @@ async def test_a_producer_that_died_is_replaced(make_bus: BusFactory, topic: str
     assert adapter._renewal is not None
     await adapter._renewal
     assert adapter._producer is not dead
-    await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"n": 1}, wait_for_confirmation=True)
     assert [m.payload for m in await got.wait_for(1)] == [{"n": 1}]
 
 
-async def test_four_members_share_one_publishers_messages(make_bus: BusFactory, topic: str) -> None:
+async def test_four_members_share_one_publishers_messages(amb_make_bus: BusFactory, amb_topic: str) -> None:
     # Issue 12: keyed by the publishing bus, all of one publisher's messages went to one member.
-    publisher = await make_bus()
+    publisher = await amb_make_bus()
     counts = Counter[int]()
     done = anyio.Event()
 
@@ -319,9 +325,9 @@ async def test_four_members_share_one_publishers_messages(make_bus: BusFactory, 
         return handle
 
     for index in range(4):
-        await (await make_bus()).subscribe(topic, member(index), group="workers")
+        await (await amb_make_bus()).subscribe(amb_topic, member(index), group="workers")
     for n in range(400):
-        await publisher.publish(topic, {"n": n})
+        await publisher.publish(amb_topic, {"n": n})
     with anyio.fail_after(WAIT):
         await done.wait()
     assert len(counts) == 4 and min(counts.values()) >= 40, counts

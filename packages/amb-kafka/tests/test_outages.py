@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from amb_core import BrokerUnavailableError, MessageBus
-from conftest import WAIT, BusFactory, KafkaProcess, Received
+from amb_core.testing import BrokerProcess, BusFactory, Recorder
+from conftest import WAIT
 
 pytestmark = pytest.mark.anyio
 
@@ -31,18 +32,18 @@ def _down(bus: MessageBus) -> bool:
 
 
 async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in_a_few_lines(
-    make_bus: BusFactory, topic: str, kafka_process: KafkaProcess, caplog: pytest.LogCaptureFixture
+    amb_make_bus: BusFactory, amb_topic: str, amb_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     # One partition: what this checks rides on the order of one partition's records.
     outage_timeout = 5.0
-    subscriber = await make_bus(num_partitions=1)
-    steady = await make_bus(num_partitions=1, outage_timeout=300)  # publishes all along, never gives up
-    impatient = await make_bus(num_partitions=1, outage_timeout=outage_timeout)
-    grouped, watched = Received(), Received()
-    await subscriber.subscribe(topic, grouped, group="workers")
-    await subscriber.subscribe(topic, watched)
-    await impatient.publish(topic, {"warm": 1}, wait_for_confirmation=True)
-    await steady.publish(topic, {"warm": 2}, wait_for_confirmation=True)
+    subscriber = await amb_make_bus(num_partitions=1)
+    steady = await amb_make_bus(num_partitions=1, outage_timeout=300)  # publishes all along, never gives up
+    impatient = await amb_make_bus(num_partitions=1, outage_timeout=outage_timeout)
+    grouped, watched = Recorder(timeout=WAIT), Recorder(timeout=WAIT)
+    await subscriber.subscribe(amb_topic, grouped, group="workers")
+    await subscriber.subscribe(amb_topic, watched)
+    await impatient.publish(amb_topic, {"warm": 1}, wait_for_confirmation=True)
+    await steady.publish(amb_topic, {"warm": 2}, wait_for_confirmation=True)
     await grouped.wait_for(2)
     caplog.clear()
     caplog.set_level(logging.WARNING)
@@ -54,7 +55,7 @@ async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in
         # Some of these are in aiokafka's hands when the broker goes, some are kept by the bus.
         n = 0
         while not stop_publishing.is_set():
-            await steady.publish(topic, {"steady": n})
+            await steady.publish(amb_topic, {"steady": n})
             sent.append(n)
             n += 1
             await anyio.sleep(0.005)
@@ -64,19 +65,19 @@ async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in
         stopped = anyio.Event()
 
         async def stop() -> None:
-            await kafka_process.stop()  # returns once the process has exited
+            await amb_broker.stop()  # returns once the process has exited
             stopped.set()
 
         tasks.start_soon(stop)
         await _until(lambda: _down(impatient) and _down(subscriber))  # noticed without a publish
-        kept = [await impatient.publish(topic, {"kept": n}) for n in range(200)]  # at once, kept
+        kept = [await impatient.publish(amb_topic, {"kept": n}) for n in range(200)]  # at once, kept
         assert len(kept) == 200
         started = time.monotonic()
         with anyio.fail_after(outage_timeout + 5), pytest.raises(BrokerUnavailableError):
-            await impatient.publish(topic, {"confirmed": True}, wait_for_confirmation=True)
+            await impatient.publish(amb_topic, {"confirmed": True}, wait_for_confirmation=True)
         assert time.monotonic() - started <= outage_timeout + 1
         await stopped.wait()
-        await kafka_process.start()
+        await amb_broker.start()
         await _until(lambda: not _down(steady))
         stop_publishing.set()
 
@@ -89,7 +90,7 @@ async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in
     kept_order = list(dict.fromkeys(p["kept"] for p in grouped.payloads if "kept" in p))
     assert kept_order == list(range(200))  # one publisher, one partition: in order
     # The broadcast subscription resumed too.
-    await steady.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await steady.publish(amb_topic, {"after": True}, wait_for_confirmation=True)
     with anyio.fail_after(WAIT):
         while {"after": True} not in watched.payloads:
             await watched.wait_for(len(watched.messages) + 1)
@@ -107,13 +108,13 @@ async def test_an_outage_loses_nothing_bounds_confirmed_publishes_and_is_told_in
 
 
 async def test_a_bus_closed_during_an_outage_closes_at_once_and_names_what_was_not_sent(
-    make_bus: BusFactory, topic: str, kafka_process: KafkaProcess, caplog: pytest.LogCaptureFixture
+    amb_make_bus: BusFactory, amb_topic: str, amb_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = await make_bus(drain_timeout=1)
-    await bus.publish(topic, {"n": -1}, wait_for_confirmation=True)
-    await kafka_process.stop()
+    bus = await amb_make_bus(drain_timeout=1)
+    await bus.publish(amb_topic, {"n": -1}, wait_for_confirmation=True)
+    await amb_broker.stop()
     await _until(lambda: _down(bus))
-    ids = [await bus.publish(topic, {"n": n}) for n in range(5)]
+    ids = [await bus.publish(amb_topic, {"n": n}) for n in range(5)]
     with anyio.fail_after(15):
         await bus.disconnect()
     errors = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)

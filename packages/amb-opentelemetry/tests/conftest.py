@@ -1,13 +1,12 @@
-"""Fixtures: the SDK with an in-memory span exporter and metric reader, instrumented for one test,
-and buses on the broker named by ``AMB_OTEL_URL`` (default: the in-memory broker)."""
+"""Fixtures: the SDK with an in-memory span exporter and metric reader, instrumented for one test;
+amb_core's pytest plugin (``amb_make_bus``, ``amb_topic``) gives buses on the broker named by
+``AMB_OTEL_URL`` (default: the in-memory broker)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from amb_core import MessageBus
 from amb_opentelemetry import AmbInstrumentor
 
 URL = os.environ.get("AMB_OTEL_URL", "memory://otel")
@@ -33,8 +31,8 @@ def pytest_report_header() -> str:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def amb_url() -> str:
+    return URL
 
 
 class Spans(InMemorySpanExporter):
@@ -114,20 +112,3 @@ def telemetry() -> Iterator[Telemetry]:
     finally:
         instrumentor.uninstrument()
         meter_provider.shutdown()
-
-
-@pytest.fixture
-def topic() -> str:
-    """A topic no other test (or earlier run on the same broker) uses."""
-    return f"otel.{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def buses() -> AsyncIterator[Callable[..., Any]]:
-    """``await buses(**options)``: a connected bus on `URL`, closed after the test."""
-    async with AsyncExitStack() as stack:
-
-        async def connect(**options: Any) -> MessageBus:
-            return await stack.enter_async_context(MessageBus.from_url(URL, **options))
-
-        yield connect

@@ -6,22 +6,19 @@ retries and dead letters are recorded."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from amb_core import Message, MessageBus
-from amb_core.testing import Recorder
+from amb_core.testing import BusFactory, Recorder
 from amb_opentelemetry import AmbInstrumentor
 from conftest import Telemetry
 
 pytestmark = pytest.mark.anyio
-
-Buses = Callable[..., Any]
 
 
 def _one(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
@@ -38,23 +35,23 @@ def _is_child(child: ReadableSpan, parent: ReadableSpan) -> bool:
 
 
 async def test_a_publish_and_its_handler_share_a_trace(
-    telemetry: Telemetry, buses: Buses, topic: str
+    telemetry: Telemetry, amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    producer, consumer = await buses(), await buses()
+    producer, consumer = await amb_make_bus(), await amb_make_bus()
     got = Recorder(timeout=60)
-    await consumer.subscribe(topic, got)
-    message_id = await producer.publish(topic, {"task": "plan"})
+    await consumer.subscribe(amb_topic, got)
+    message_id = await producer.publish(amb_topic, {"task": "plan"})
     (message,) = await got.wait_for(1)
     assert "traceparent" in message.metadata  # the W3C trace context, in the envelope
-    spans = await telemetry.spans.wait_for(lambda spans: any(s.name == f"process {topic}" for s in spans))
-    send, process = _one(spans, f"send {topic}"), _one(spans, f"process {topic}")
+    spans = await telemetry.spans.wait_for(lambda spans: any(s.name == f"process {amb_topic}" for s in spans))
+    send, process = _one(spans, f"send {amb_topic}"), _one(spans, f"process {amb_topic}")
     assert send.kind is SpanKind.PRODUCER and process.kind is SpanKind.CONSUMER
     assert _is_child(process, send)
     system = send.attributes["messaging.system"] if send.attributes else None
     assert system in ("memory", "redis", "rabbitmq", "kafka")
     assert dict(send.attributes or {}) | {} == {
         "messaging.system": system,
-        "messaging.destination.name": topic,
+        "messaging.destination.name": amb_topic,
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
         "messaging.message.id": message_id,
@@ -62,23 +59,26 @@ async def test_a_publish_and_its_handler_share_a_trace(
     attributes = dict(process.attributes or {})
     assert attributes["messaging.operation.type"] == "process"
     assert attributes["messaging.message.id"] == message_id
-    assert attributes["messaging.destination.name"] == topic
+    assert attributes["messaging.destination.name"] == amb_topic
     assert attributes["amb.outcome"] == "handled"
-    assert telemetry.total("messaging.client.sent.messages", **{"messaging.destination.name": topic}) == 1
-    assert telemetry.total("messaging.client.consumed.messages", **{"messaging.destination.name": topic}) == 1
+    assert telemetry.total("messaging.client.sent.messages", **{"messaging.destination.name": amb_topic}) == 1
+    assert (
+        telemetry.total("messaging.client.consumed.messages", **{"messaging.destination.name": amb_topic})
+        == 1
+    )
     durations = [
         p
         for p in telemetry.points("messaging.process.duration")
-        if p.attributes.get("messaging.destination.name") == topic
+        if p.attributes.get("messaging.destination.name") == amb_topic
     ]
     assert sum(p.count for p in durations) == 1
 
 
 async def test_planner_worker_reviewer_is_one_trace_across_three_buses(
-    telemetry: Telemetry, buses: Buses, topic: str
+    telemetry: Telemetry, amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    planner, worker, reviewer = await buses(), await buses(), await buses()
-    tasks, reviews = f"{topic}.task", f"{topic}.review"
+    planner, worker, reviewer = await amb_make_bus(), await amb_make_bus(), await amb_make_bus()
+    tasks, reviews = f"{amb_topic}.task", f"{amb_topic}.review"
     verdicts: asyncio.Queue[Message] = asyncio.Queue()
 
     async def work(task: Message) -> None:
@@ -115,10 +115,10 @@ async def test_planner_worker_reviewer_is_one_trace_across_three_buses(
 
 
 async def test_streams_and_gathers_stay_in_their_trace(
-    telemetry: Telemetry, buses: Buses, topic: str
+    telemetry: Telemetry, amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder = await buses(), await buses()
-    drafts, votes = f"{topic}.draft", f"{topic}.vote"
+    requester, responder = await amb_make_bus(), await amb_make_bus()
+    drafts, votes = f"{amb_topic}.draft", f"{amb_topic}.vote"
 
     async def draft(request: Message) -> None:
         async with responder.reply_stream(request) as stream:
@@ -147,19 +147,19 @@ async def test_streams_and_gathers_stay_in_their_trace(
 
 
 async def test_handler_errors_retries_and_dead_letters_are_recorded(
-    telemetry: Telemetry, buses: Buses, topic: str
+    telemetry: Telemetry, amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    failing = await buses(max_attempts=2)
+    failing = await amb_make_bus(max_attempts=2)
 
     async def fails(message: Message) -> None:
         raise RuntimeError("the model refused")
 
-    await failing.subscribe(topic, fails, group="g")
-    await failing.publish(topic, {})
+    await failing.subscribe(amb_topic, fails, group="g")
+    await failing.publish(amb_topic, {})
     spans = await telemetry.spans.wait_for(
-        lambda spans: sum(s.name == f"process {topic}" for s in spans) >= 2
+        lambda spans: sum(s.name == f"process {amb_topic}" for s in spans) >= 2
     )
-    processes = [s for s in spans if s.name == f"process {topic}"]
+    processes = [s for s in spans if s.name == f"process {amb_topic}"]
     assert sorted(str(dict(s.attributes or {})["amb.outcome"]) for s in processes) == [
         "dead_lettered",
         "retried",
@@ -168,16 +168,16 @@ async def test_handler_errors_retries_and_dead_letters_are_recorded(
         assert span.status.status_code is StatusCode.ERROR
         assert dict(span.attributes or {})["error.type"] == "RuntimeError"
         assert [event.name for event in span.events] == ["exception"]
-    where = {"messaging.destination.name": topic}
+    where = {"messaging.destination.name": amb_topic}
     assert telemetry.total("amb.messages.retried", **where) == 1
     assert telemetry.total("amb.messages.dead_lettered", **where) == 1
     assert telemetry.total("messaging.client.consumed.messages", **where) == 2
 
 
 async def test_queue_depth_is_observed_per_subscription(
-    telemetry: Telemetry, buses: Buses, topic: str
+    telemetry: Telemetry, amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    bus = await buses()
+    bus = await amb_make_bus()
     release = asyncio.Event()
     started = asyncio.Event()
 
@@ -185,31 +185,33 @@ async def test_queue_depth_is_observed_per_subscription(
         started.set()
         await release.wait()
 
-    await bus.subscribe(topic, slow)
+    await bus.subscribe(amb_topic, slow)
     for n in range(4):
-        await bus.publish(topic, {"n": n})
+        await bus.publish(amb_topic, {"n": n})
     await asyncio.wait_for(started.wait(), 60)
     got = Recorder(timeout=60)
-    await bus.subscribe(f"{topic}.probe", got)  # every message before it has reached the queue
-    await bus.publish(f"{topic}.probe", {})
+    await bus.subscribe(f"{amb_topic}.probe", got)  # every message before it has reached the queue
+    await bus.publish(f"{amb_topic}.probe", {})
     await got.wait_for(1)
     depths = [
         p.value
         for p in telemetry.points("amb.subscription.queue.depth")
-        if p.attributes.get("messaging.destination.template") == topic
+        if p.attributes.get("messaging.destination.template") == amb_topic
     ]
     release.set()
     assert depths == [3]
 
 
-async def test_uninstrument_stops_recording(telemetry: Telemetry, buses: Buses, topic: str) -> None:
-    before = await buses()
+async def test_uninstrument_stops_recording(
+    telemetry: Telemetry, amb_make_bus: BusFactory, amb_topic: str
+) -> None:
+    before = await amb_make_bus()
     AmbInstrumentor().uninstrument()
-    after = await buses()
+    after = await amb_make_bus()
     got = Recorder(timeout=60)
-    await before.subscribe(topic, got)
-    await before.publish(topic, {})
-    await after.publish(topic, {})
+    await before.subscribe(amb_topic, got)
+    await before.publish(amb_topic, {})
+    await after.publish(amb_topic, {})
     messages = await got.wait_for(2)
     assert all("traceparent" not in message.metadata for message in messages)
     assert telemetry.spans.get_finished_spans() == ()

@@ -1,4 +1,6 @@
-"""Fixtures for amb-rabbitmq's tests, which run against a real RabbitMQ (``AMB_RABBITMQ_URL``).
+"""Fixtures for amb-rabbitmq's tests, which run against a real RabbitMQ (``AMB_RABBITMQ_URL``):
+amb_core's pytest plugin (``amb_make_bus``, ``amb_topic``, ``amb_proxy``, ``amb_broker``...)
+pointed at it, and what only these tests need.
 
 Every test gets its own exchange prefix, so its exchanges, queues and dead-letter queue are its
 own on a broker shared with other tests and runs; they are deleted afterwards.
@@ -9,28 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
-import anyio
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from amb_core import MessageBus
-from amb_core.testing import FaultyProxy, Recorder
-from amb_rabbitmq import RabbitMQBroker
+from amb_core.testing import BrokerControl, load_broker_table
 
-URL = os.environ.get("AMB_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ROOT = Path(__file__).resolve().parents[3]
+URL = load_broker_table(ROOT / "brokers.json")["rabbitmq"].url
 #: A bound on every wait: a safety net, not a timing assertion.
 WAIT = float(os.environ.get("AMB_TEST_WAIT", "30"))
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,19 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def url() -> str:
+def amb_url() -> str:
     return URL
 
 
 @pytest.fixture
-def topic() -> str:
-    """A topic no other test or run has used."""
-    return f"rmq-test.{uuid.uuid4().hex[:16]}"
+def amb_broker_control() -> BrokerControl:
+    return BrokerControl.launcher_script(ROOT / "scripts" / "services.py", "rabbitmq")
 
 
 @pytest.fixture
@@ -124,64 +114,7 @@ async def admin(prefix: str) -> AsyncIterator[Admin]:
         await admin.connection.close()
 
 
-BusFactory = Callable[..., Awaitable[MessageBus]]
-
-
 @pytest.fixture
-async def make_bus(prefix: str, admin: Admin) -> AsyncIterator[BusFactory]:
-    """Connected buses on this test's exchange, disconnected at the end of the test.
-    ``queue_size`` and ``drain_timeout`` go to the bus, everything else to the adapter."""
-    buses: list[MessageBus] = []
-
-    async def make(*, queue_size: int = 1024, drain_timeout: float = 5.0, **options: Any) -> MessageBus:
-        options.setdefault("exchange", prefix)
-        bus = MessageBus(RabbitMQBroker(URL, **options), queue_size=queue_size, drain_timeout=drain_timeout)
-        await bus.connect()
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in reversed(buses):
-        await bus.disconnect()
-
-
-class Received(Recorder):
-    """`amb_core.testing.Recorder`, bounded by `WAIT`."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=WAIT)
-
-
-@pytest.fixture
-def received() -> Callable[[], Received]:
-    return Received
-
-
-def restart_rabbitmq() -> None:
-    """Restart the broker (keeping its data) and return once it accepts clients again."""
-    command = os.environ.get("AMB_RABBITMQ_RESTART_CMD")
-    args = (
-        ["sh", "-c", command]
-        if command
-        else [sys.executable, str(ROOT / "scripts" / "services.py"), "restart", "rabbitmq"]
-    )
-    subprocess.run(args, check=True, timeout=300)
-
-
-@pytest.fixture
-def broker_restart() -> Callable[[], Awaitable[None]]:
-    async def restart() -> None:
-        await anyio.to_thread.run_sync(restart_rabbitmq)
-
-    return restart
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[FaultyProxy]:
-    """A faulty peer in front of the test broker, stopped and started by the test (closed at
-    the end): only the test's buses go through it."""
-    address = urlsplit(URL)
-    running = FaultyProxy(address.hostname or "127.0.0.1", address.port or 5672)
-    await running.start()
-    yield running
-    await running.close()
+def amb_bus_options(prefix: str, admin: Admin) -> dict[str, Any]:
+    """Buses on this test's exchange (disconnected before `admin` deletes it)."""
+    return {"exchange": prefix}

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from amb_core import BrokerUnavailableError, InvalidPayloadError, MessageBus, MessageTooLargeError
+from amb_core.testing import BusFactory, Recorder
 from amb_rabbitmq import RabbitMQBroker
 from amb_rabbitmq._naming import Names
-from conftest import BusFactory, Received
 
 
-def test_the_amqp_schemes_resolve_to_this_adapter(url: str) -> None:
-    for scheme_url in (url, url.replace("amqp://", "amqps://", 1)):
+def test_the_amqp_schemes_resolve_to_this_adapter(amb_url: str) -> None:
+    for scheme_url in (amb_url, amb_url.replace("amqp://", "amqps://", 1)):
         bus = MessageBus.from_url(scheme_url, max_attempts=5)
         assert isinstance(bus.adapter, RabbitMQBroker)
         assert bus.adapter.policy.max_attempts == 5
@@ -121,14 +121,14 @@ async def test_an_unreachable_broker_raises_broker_unavailable() -> None:
 
 @pytest.mark.anyio
 async def test_a_message_over_max_message_size_is_refused_before_sending(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus = await make_bus(max_message_size=1000)
-    got = received()
-    await bus.subscribe(topic, got)
+    bus = await amb_make_bus(max_message_size=1000)
+    got = amb_received()
+    await bus.subscribe(amb_topic, got)
     for confirm in (False, True):
         with pytest.raises(MessageTooLargeError) as refused:
-            await bus.publish(topic, {"s": "x" * 1000}, wait_for_confirmation=confirm)
+            await bus.publish(amb_topic, {"s": "x" * 1000}, wait_for_confirmation=confirm)
         assert isinstance(refused.value, InvalidPayloadError) and "1000" in str(refused.value)
-    await bus.publish(topic, {"s": "fits"}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"s": "fits"}, wait_for_confirmation=True)
     assert [m.payload for m in await got.wait_for(1)] == [{"s": "fits"}]

@@ -108,11 +108,11 @@ async def test_nothing_listening_is_unavailable_with_a_reason() -> None:
 
 
 async def test_a_cancelled_connect_leaves_no_connection_open(
-    proxy: FaultyProxy, prefix: str, admin: Admin
+    amb_proxy: FaultyProxy, prefix: str, admin: Admin
 ) -> None:
     # The bus cancels connect() after connect_timeout; cancel it here at every stage of the
     # handshake, channels and declarations, and check the proxy sees every connection closed.
-    url = proxy.url(URL)
+    url = amb_proxy.url(URL)
     outcomes = {"cancelled": 0, "connected": 0}
     for step in range(80):
         bus = MessageBus(RabbitMQBroker(url, exchange=prefix))
@@ -124,6 +124,6 @@ async def test_a_cancelled_connect_leaves_no_connection_open(
         else:
             outcomes["cancelled"] += 1
         with anyio.fail_after(WAIT):
-            while proxy.open_connections:  # noqa: ASYNC110 - the proxy has no event to await
+            while amb_proxy.open_connections:  # noqa: ASYNC110 - the proxy has no event to await
                 await anyio.sleep(0.01)
-    assert outcomes["cancelled"] and proxy.accepted, outcomes
+    assert outcomes["cancelled"] and amb_proxy.accepted, outcomes

@@ -11,19 +11,20 @@ import anyio
 import pytest
 
 from amb_core import GroupInfo
+from amb_core.testing import BusFactory, Recorder
 from amb_rabbitmq._properties import MAX_PRIORITY
-from conftest import Admin, BusFactory, Received
+from conftest import Admin
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_groups_queue_expires_after_group_expiry(
-    make_bus: BusFactory, admin: Admin, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, admin: Admin, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     # Issue 12: an abandoned group's durable queue kept collecting messages for good.
-    bus = await make_bus(group_expiry=1.5)
-    subscription = await bus.subscribe(topic, received(), group="workers")
-    queue = admin.group_queue("workers", topic)
+    bus = await amb_make_bus(group_expiry=1.5)
+    subscription = await bus.subscribe(amb_topic, amb_received(), group="workers")
+    queue = admin.group_queue("workers", amb_topic)
     await bus.unsubscribe(subscription)
     # The broker itself removes it 1.5 s after its last consumer left: no bus needs to run.
     await bus.disconnect()
@@ -38,10 +39,10 @@ async def test_a_groups_queue_expires_after_group_expiry(
 
 
 async def test_a_group_queue_declared_before_group_expiry_existed_is_used_with_a_warning(
-    make_bus: BusFactory,
+    amb_make_bus: BusFactory,
     admin: Admin,
-    topic: str,
-    received: Callable[[], Received],
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # As an earlier AMB declared it: priorities, no x-expires. Redeclaring it with x-expires is
@@ -49,15 +50,15 @@ async def test_a_group_queue_declared_before_group_expiry_existed_is_used_with_a
     # group will not expire.
     channel = await admin.channel()
     await channel.declare_queue(
-        admin.group_queue("workers", topic), durable=True, arguments={"x-max-priority": MAX_PRIORITY}
+        admin.group_queue("workers", amb_topic), durable=True, arguments={"x-max-priority": MAX_PRIORITY}
     )
-    bus = await make_bus()
-    got = received()
+    bus = await amb_make_bus()
+    got = amb_received()
     with caplog.at_level(logging.WARNING, logger="amb"):
-        await bus.subscribe(topic, got, group="workers")
-    await bus.publish(topic, {"n": 1})
+        await bus.subscribe(amb_topic, got, group="workers")
+    await bus.publish(amb_topic, {"n": 1})
     assert (await got.wait_for(1))[0].payload == {"n": 1}
     assert any(
         "x-expires" in record.getMessage() and "workers" in record.getMessage() for record in caplog.records
     )
-    assert GroupInfo("workers", topic, 1, 0) in await bus.list_groups()
+    assert GroupInfo("workers", amb_topic, 1, 0) in await bus.list_groups()

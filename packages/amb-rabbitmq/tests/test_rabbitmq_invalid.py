@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from amb_core import MessageBus
-from conftest import WAIT, Admin, BusFactory, Received
+from amb_core.testing import BusFactory, Recorder
+from conftest import WAIT, Admin
 
 pytestmark = pytest.mark.anyio
 
@@ -41,20 +42,20 @@ async def _dead_letters(
 
 
 async def test_more_invalid_messages_than_the_prefetch_never_wedge_a_group(
-    make_bus: BusFactory, admin: Admin, prefix: str, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus = await make_bus()
-    queue = admin.group_queue("workers", topic)
-    got = received()
-    await bus.subscribe(topic, got, group="workers")
+    bus = await amb_make_bus()
+    queue = admin.group_queue("workers", amb_topic)
+    got = amb_received()
+    await bus.subscribe(amb_topic, got, group="workers")
     for _ in range(COUNT):
-        await bus.adapter.publish_raw(topic, HOSTILE)
-    await bus.publish(topic, {"good": True}, wait_for_confirmation=True)
+        await bus.adapter.publish_raw(amb_topic, HOSTILE)
+    await bus.publish(amb_topic, {"good": True}, wait_for_confirmation=True)
     assert (await got.wait_for(1))[0].payload == {"good": True}
     letters = await _dead_letters(admin, prefix, COUNT)
     for body, routing_key, headers in letters:
         assert body == HOSTILE  # exactly as received
-        assert routing_key == topic
+        assert routing_key == amb_topic
         assert headers["x-amb-queue"] == queue
         assert headers["x-amb-attempt"] == 1
         assert "OverflowError" in str(headers["x-amb-reason"])
@@ -63,41 +64,41 @@ async def test_more_invalid_messages_than_the_prefetch_never_wedge_a_group(
 
 
 async def test_more_invalid_messages_than_the_prefetch_never_wedge_an_ungrouped_subscription(
-    make_bus: BusFactory,
+    amb_make_bus: BusFactory,
     admin: Admin,
     prefix: str,
-    topic: str,
-    received: Callable[[], Received],
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    bus = await make_bus()
-    got = received()
-    await bus.subscribe(topic, got)
+    bus = await amb_make_bus()
+    got = amb_received()
+    await bus.subscribe(amb_topic, got)
     for _ in range(COUNT):
-        await bus.adapter.publish_raw(topic, HOSTILE)
-    await bus.publish(topic, {"good": True}, wait_for_confirmation=True)
+        await bus.adapter.publish_raw(amb_topic, HOSTILE)
+    await bus.publish(amb_topic, {"good": True}, wait_for_confirmation=True)
     assert (await got.wait_for(1))[0].payload == {"good": True}
     # Acknowledged, not dead-lettered; logged (a few lines, not one per message).
     warnings = [r for r in caplog.records if "not a valid AMB envelope" in r.getMessage()]
-    assert any(r.levelno == logging.WARNING and topic in r.getMessage() for r in warnings)
+    assert any(r.levelno == logging.WARNING and amb_topic in r.getMessage() for r in warnings)
     assert sum(r.levelno >= logging.WARNING for r in warnings) <= 6
     assert await admin.ready(f"{prefix}.dlq") == 0
 
 
 async def test_an_invalid_message_between_good_ones_delays_none(
-    make_bus: BusFactory, admin: Admin, prefix: str, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     # Two subscriptions of one bus share the decoding of each body (amb_rabbitmq._decoding): the
     # invalid one must be settled by each of them.
-    publisher: MessageBus = await make_bus()
-    subscriber = await make_bus()
-    admin.group_queue("workers", topic)
-    grouped, ungrouped = received(), received()
-    await subscriber.subscribe(topic, grouped, group="workers")
-    await subscriber.subscribe(topic, ungrouped)
-    await publisher.publish(topic, {"n": 0})
-    await publisher.adapter.publish_raw(topic, HOSTILE)
-    await publisher.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    publisher: MessageBus = await amb_make_bus()
+    subscriber = await amb_make_bus()
+    admin.group_queue("workers", amb_topic)
+    grouped, ungrouped = amb_received(), amb_received()
+    await subscriber.subscribe(amb_topic, grouped, group="workers")
+    await subscriber.subscribe(amb_topic, ungrouped)
+    await publisher.publish(amb_topic, {"n": 0})
+    await publisher.adapter.publish_raw(amb_topic, HOSTILE)
+    await publisher.publish(amb_topic, {"n": 1}, wait_for_confirmation=True)
     for record in (grouped, ungrouped):
         assert [p["n"] for p in (m.payload for m in await record.wait_for(2))] == [0, 1]
     [(body, _, headers)] = await _dead_letters(admin, prefix, 1)

@@ -14,22 +14,22 @@ import anyio
 import pytest
 
 from amb_core import BrokerUnavailableError, Link, Message, MessageBus
-from amb_core.testing import FaultyProxy
+from amb_core.testing import BusFactory, FaultyProxy, Recorder
 from amb_rabbitmq import RabbitMQBroker
-from conftest import URL, WAIT, Admin, BusFactory, Received
+from conftest import URL, WAIT, Admin
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def behind_proxy(
-    proxy: FaultyProxy, prefix: str, admin: Admin
+    amb_proxy: FaultyProxy, prefix: str, admin: Admin
 ) -> AsyncIterator[Callable[..., MessageBus]]:
     """Buses whose connection goes through ``proxy`` (connected by the test, closed at the end)."""
     buses: list[MessageBus] = []
 
     def make(**options: object) -> MessageBus:
-        bus = MessageBus(RabbitMQBroker(proxy.url(URL), exchange=prefix, **options))
+        bus = MessageBus(RabbitMQBroker(amb_proxy.url(URL), exchange=prefix, **options))
         buses.append(bus)
         return bus
 
@@ -51,47 +51,47 @@ def _link(bus: MessageBus) -> Link:
 
 
 async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
-    make_bus: BusFactory,
+    amb_make_bus: BusFactory,
     behind_proxy: Callable[..., MessageBus],
-    proxy: FaultyProxy,
+    amb_proxy: FaultyProxy,
     admin: Admin,
-    topic: str,
-    received: Callable[[], Received],
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    subscriber = await make_bus()  # straight to the broker: it sees no outage
-    admin.group_queue("workers", topic)
-    grouped, own, later = received(), received(), received()
-    await subscriber.subscribe(topic, grouped, group="workers")
+    subscriber = await amb_make_bus()  # straight to the broker: it sees no outage
+    admin.group_queue("workers", amb_topic)
+    grouped, own, later = amb_received(), amb_received(), amb_received()
+    await subscriber.subscribe(amb_topic, grouped, group="workers")
     bus = behind_proxy(outage_timeout=60)
     await bus.connect()
-    await bus.subscribe(topic, own)
-    await bus.publish(topic, {"n": -1}, wait_for_confirmation=True)
+    await bus.subscribe(amb_topic, own)
+    await bus.publish(amb_topic, {"n": -1}, wait_for_confirmation=True)
     await grouped.wait_for(1)
     await own.wait_for(1)
     link = _link(bus)
     caplog.clear()
     caplog.set_level(logging.DEBUG, logger="amb")  # to count the reconnect attempts
 
-    await proxy.stop()
+    await amb_proxy.stop()
     await _until(lambda: not link.up)
     with anyio.fail_after(5):  # at once: no waiting out the outage in the adapter
         with pytest.raises(BrokerUnavailableError):
             await bus.adapter.publish(
-                Message(id="direct", topic=topic, payload={"n": "direct"}), confirm=False
+                Message(id="direct", topic=amb_topic, payload={"n": "direct"}), confirm=False
             )
         for n in range(50):  # kept by the bus, in order
-            await bus.publish(topic, {"n": n})
-    subscribing = asyncio.ensure_future(bus.subscribe(f"{topic}.later", later))
-    confirming = asyncio.ensure_future(bus.publish(topic, {"n": 50}, wait_for_confirmation=True))
+            await bus.publish(amb_topic, {"n": n})
+    subscribing = asyncio.ensure_future(bus.subscribe(f"{amb_topic}.later", later))
+    confirming = asyncio.ensure_future(bus.publish(amb_topic, {"n": 50}, wait_for_confirmation=True))
     # Let the outage last several reconnect attempts: each used to log an ERROR of aiormq's.
     await _until(lambda: sum("still unreachable" in r.getMessage() for r in caplog.records) >= 6)
     assert not subscribing.done() and not confirming.done()
 
-    await proxy.start()
+    await amb_proxy.start()
     await _until(lambda: link.up)
     # Restored means restored: the ungrouped queue (recreated) is there already.
-    await bus.publish(topic, {"n": 51}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"n": 51}, wait_for_confirmation=True)
     with anyio.fail_after(WAIT):
         await subscribing
         await confirming
@@ -99,7 +99,7 @@ async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
         await record.wait_for(1 + 52)
         kept = list(dict.fromkeys(m.payload["n"] for m in record.messages[1:]))
         assert kept == list(range(52)), kept
-    await bus.publish(f"{topic}.later", {"later": True})
+    await bus.publish(f"{amb_topic}.later", {"later": True})
     assert (await later.wait_for(1))[0].payload == {"later": True}
 
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -110,44 +110,50 @@ async def test_an_outage_is_ridden_out_by_the_bus_and_told_in_two_lines(
 
 
 async def test_a_confirmed_publish_gives_up_after_outage_timeout_and_the_bus_recovers(
-    behind_proxy: Callable[..., MessageBus], proxy: FaultyProxy, topic: str, received: Callable[[], Received]
+    behind_proxy: Callable[..., MessageBus],
+    amb_proxy: FaultyProxy,
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
 ) -> None:
     bus = behind_proxy(outage_timeout=1)
     await bus.connect()
-    got = received()
-    await bus.subscribe(topic, got)
+    got = amb_received()
+    await bus.subscribe(amb_topic, got)
     link = _link(bus)
-    await proxy.stop()
+    await amb_proxy.stop()
     await _until(lambda: not link.up)
-    await bus.publish(topic, {"n": 0})  # kept
+    await bus.publish(amb_topic, {"n": 0})  # kept
     with anyio.fail_after(1 + 5):
         with pytest.raises(BrokerUnavailableError) as raised:
-            await bus.publish(topic, {"n": "never"}, wait_for_confirmation=True)
+            await bus.publish(amb_topic, {"n": "never"}, wait_for_confirmation=True)
     assert "RabbitMQ at amqp://guest:***@" in str(raised.value)
-    await proxy.start()
+    await amb_proxy.start()
     await _until(lambda: link.up)
-    await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"n": 1}, wait_for_confirmation=True)
     assert [m.payload for m in await got.wait_for(2)] == [{"n": 0}, {"n": 1}]
 
 
 async def test_cancelled_confirmed_publishes_spoil_nothing(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received], caplog: pytest.LogCaptureFixture
+    amb_make_bus: BusFactory,
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The bus cancels a confirmed publish after outage_timeout. Cancelled at every point (in
     # the fence behind fire-and-forget messages, in the publish, waiting for the confirm), it
     # must neither break the connection nor reorder or lose the fire-and-forget messages.
-    bus = await make_bus()
-    got = received()
-    await bus.subscribe(topic, got)
+    bus = await amb_make_bus()
+    got = amb_received()
+    await bus.subscribe(amb_topic, got)
     for n in range(100):
-        await bus.publish(topic, {"n": n})
-        confirming = asyncio.ensure_future(bus.publish(topic, {"c": n}, wait_for_confirmation=True))
+        await bus.publish(amb_topic, {"n": n})
+        confirming = asyncio.ensure_future(bus.publish(amb_topic, {"c": n}, wait_for_confirmation=True))
         for _ in range(n % 7):
             await asyncio.sleep(0)
         confirming.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await confirming
-    await bus.publish(topic, {"last": True}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"last": True}, wait_for_confirmation=True)
     with anyio.fail_after(WAIT):
         while not any(m.payload.get("last") for m in got.messages):
             await got.wait_for(len(got.messages) + 1)
@@ -157,12 +163,12 @@ async def test_cancelled_confirmed_publishes_spoil_nothing(
 
 
 async def test_a_confirmed_message_sent_as_subscriptions_come_back_waits_for_their_queues(
-    make_bus: BusFactory,
+    amb_make_bus: BusFactory,
     behind_proxy: Callable[..., MessageBus],
-    proxy: FaultyProxy,
+    amb_proxy: FaultyProxy,
     admin: Admin,
-    topic: str,
-    received: Callable[[], Received],
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
 ) -> None:
     """A broker restart loses the exclusive queues, and can lose a group queue declared just
     before it; each comes back when its bus reconnects, on its own backoff. A bus that is back
@@ -172,18 +178,18 @@ async def test_a_confirmed_message_sent_as_subscriptions_come_back_waits_for_the
     bus = behind_proxy(outage_timeout=60)
     await bus.connect()
     link = _link(bus)
-    await proxy.stop()
+    await amb_proxy.stop()
     await _until(lambda: not link.up)
-    await proxy.start()
+    await amb_proxy.start()
     await _until(lambda: link.up)
 
-    confirming = asyncio.ensure_future(bus.publish(topic, {"n": 1}, wait_for_confirmation=True))
+    confirming = asyncio.ensure_future(bus.publish(amb_topic, {"n": 1}, wait_for_confirmation=True))
     await asyncio.sleep(0.5)  # a confirm (or an unroutable return) takes milliseconds
     assert not confirming.done(), "the message was dropped: no queue was bound yet"
-    admin.group_queue("workers", topic)
-    got = received()
-    subscriber = await make_bus()  # the member whose bus comes back later
-    await subscriber.subscribe(topic, got, group="workers")
+    admin.group_queue("workers", amb_topic)
+    got = amb_received()
+    subscriber = await amb_make_bus()  # the member whose bus comes back later
+    await subscriber.subscribe(amb_topic, got, group="workers")
     with anyio.fail_after(WAIT):
         await confirming
     assert (await got.wait_for(1))[0].payload == {"n": 1}

@@ -9,19 +9,20 @@ import pytest
 
 from amb_core import MessagePriority
 from amb_core.adapter import CONTENT_TYPE, decode
-from conftest import WAIT, Admin, BusFactory, Received
+from amb_core.testing import BusFactory, Recorder
+from conftest import WAIT, Admin
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_properties_carry_priority_expiry_and_id(
-    make_bus: BusFactory, admin: Admin, prefix: str, topic: str
+    amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str
 ) -> None:
-    bus = await make_bus()
+    bus = await amb_make_bus()
     channel = await admin.channel()
     queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(prefix, topic)
-    message_id = await bus.publish(topic, {"n": 1}, priority=MessagePriority.HIGH, ttl=60)
+    await queue.bind(prefix, amb_topic)
+    message_id = await bus.publish(amb_topic, {"n": 1}, priority=MessagePriority.HIGH, ttl=60)
     with anyio.fail_after(WAIT):
         async with queue.iterator() as messages:
             async for incoming in messages:
@@ -32,19 +33,19 @@ async def test_properties_carry_priority_expiry_and_id(
     assert incoming.message_id == message_id
     assert incoming.content_type == CONTENT_TYPE
     assert incoming.delivery_mode == 2
-    assert incoming.routing_key == topic
+    assert incoming.routing_key == amb_topic
     decoded = decode(incoming.body)
     assert (decoded.id, decoded.payload, decoded.ttl) == (message_id, {"n": 1}, 60)
 
 
 async def test_transient_publishing_is_an_option(
-    make_bus: BusFactory, admin: Admin, prefix: str, topic: str
+    amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str
 ) -> None:
-    bus = await make_bus(persistent=False)
+    bus = await amb_make_bus(persistent=False)
     channel = await admin.channel()
     queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(prefix, topic)
-    await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+    await queue.bind(prefix, amb_topic)
+    await bus.publish(amb_topic, {"n": 1}, wait_for_confirmation=True)
     with anyio.fail_after(WAIT):
         async with queue.iterator() as messages:
             incoming = await anext(aiter(messages))
@@ -54,65 +55,65 @@ async def test_transient_publishing_is_an_option(
 
 
 async def test_reply_topics_never_reach_wildcard_bindings(
-    make_bus: BusFactory, admin: Admin, prefix: str, topic: str
+    amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str
 ) -> None:
-    bus = await make_bus()
+    bus = await amb_make_bus()
     channel = await admin.channel()
     everything = await channel.declare_queue(exclusive=True)
     await everything.bind(prefix, "#")
     replies = await channel.declare_queue(exclusive=True)
     await replies.bind(f"{prefix}.reserved", "_amb.inbox.*")
     await bus.publish("_amb.inbox.someone", {"n": 1}, wait_for_confirmation=True)
-    await bus.publish(topic, {"n": 2}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"n": 2}, wait_for_confirmation=True)
     with anyio.fail_after(WAIT):
         async with everything.iterator() as messages:
             first = await anext(aiter(messages))  # the ordinary one: the reply went elsewhere
-    assert first.routing_key == topic
+    assert first.routing_key == amb_topic
     assert await admin.ready(replies.name) == 1
 
 
 async def test_queues_of_groups_outlive_their_members_and_others_do_not(
-    make_bus: BusFactory, admin: Admin, prefix: str, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, admin: Admin, prefix: str, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus = await make_bus()
-    group_queue = admin.group_queue("workers", f"{topic}.*")
-    grouped = await bus.subscribe(f"{topic}.*", received(), group="workers")
-    ungrouped = await bus.subscribe(f"{topic}.*", received())
+    bus = await amb_make_bus()
+    group_queue = admin.group_queue("workers", f"{amb_topic}.*")
+    grouped = await bus.subscribe(f"{amb_topic}.*", amb_received(), group="workers")
+    ungrouped = await bus.subscribe(f"{amb_topic}.*", amb_received())
     ungrouped_queue = f"{prefix}.sub.{ungrouped}"
     assert await admin.ready(group_queue) == 0
     assert await admin.exclusive_exists(ungrouped_queue)
     await bus.unsubscribe(grouped)
     await bus.unsubscribe(ungrouped)
-    await bus.publish(f"{topic}.a", {"n": 1}, wait_for_confirmation=True)
+    await bus.publish(f"{amb_topic}.a", {"n": 1}, wait_for_confirmation=True)
     assert await admin.ready(group_queue) == 1  # kept for the group's next member
     assert not await admin.exclusive_exists(ungrouped_queue)
     assert await admin.ready(f"{prefix}.dlq") == 0
 
 
 async def test_the_broker_itself_orders_by_priority(
-    make_bus: BusFactory, admin: Admin, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, admin: Admin, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     # prefetch=1: the broker holds all but one message, so the order is the broker's.
-    bus = await make_bus(prefetch=1)
-    admin.group_queue("workers", topic)
-    first = await bus.subscribe(topic, received(), group="workers")
+    bus = await amb_make_bus(prefetch=1)
+    admin.group_queue("workers", amb_topic)
+    first = await bus.subscribe(amb_topic, amb_received(), group="workers")
     await bus.unsubscribe(first)
     order = [MessagePriority.LOW, MessagePriority.NORMAL, MessagePriority.URGENT, MessagePriority.HIGH]
     for priority in order:
-        await bus.publish(topic, {"p": priority.name}, priority=priority, wait_for_confirmation=True)
-    got = received()
-    await bus.subscribe(topic, got, group="workers")
+        await bus.publish(amb_topic, {"p": priority.name}, priority=priority, wait_for_confirmation=True)
+    got = amb_received()
+    await bus.subscribe(amb_topic, got, group="workers")
     await got.wait_for(4)
     assert [p["p"] for p in got.payloads] == ["URGENT", "HIGH", "NORMAL", "LOW"]
 
 
 async def test_the_broker_itself_drops_expired_messages(
-    make_bus: BusFactory, admin: Admin, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, admin: Admin, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus = await make_bus()
-    queue = admin.group_queue("workers", topic)
-    await bus.unsubscribe(await bus.subscribe(topic, received(), group="workers"))
-    await bus.publish(topic, {"n": "expires"}, ttl=0.05, wait_for_confirmation=True)
+    bus = await amb_make_bus()
+    queue = admin.group_queue("workers", amb_topic)
+    await bus.unsubscribe(await bus.subscribe(amb_topic, amb_received(), group="workers"))
+    await bus.publish(amb_topic, {"n": "expires"}, ttl=0.05, wait_for_confirmation=True)
     with anyio.fail_after(WAIT):
         # RabbitMQ drops it with no consumer involved; polling: the broker sends no event.
         while await admin.ready(queue):  # noqa: ASYNC110

@@ -1,33 +1,32 @@
-"""Fixtures for amb-redis's tests, which run against a real Redis (``AMB_REDIS_URL``)."""
+"""Fixtures for amb-redis's tests, which run against a real Redis (``AMB_REDIS_URL``): amb_core's
+pytest plugin (``amb_make_bus``, ``amb_topic``, ``amb_proxy``, ``amb_broker``...) pointed at it,
+and what only these tests need."""
 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
 import redis.asyncio as redis
 
-from amb_core import MessageBus
-from amb_core.testing import FaultyProxy, Recorder
+from amb_core.testing import BrokerControl, load_broker_table
 
-URL = os.environ.get("AMB_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parents[3]
+URL = load_broker_table(ROOT / "brokers.json")["redis"].url
 WAIT = 30.0
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def amb_url() -> str:
+    return URL
 
 
 @pytest.fixture
-def topic() -> str:
-    return f"redis-test.{uuid.uuid4().hex[:16]}"
+def amb_broker_control() -> BrokerControl:
+    return BrokerControl.launcher_script(ROOT / "scripts" / "services.py", "redis")
 
 
 @pytest.fixture
@@ -36,31 +35,6 @@ async def admin() -> AsyncIterator[redis.Redis]:
     client = redis.Redis.from_url(URL)
     yield client
     await client.aclose()
-
-
-BusFactory = Callable[..., Awaitable[MessageBus]]
-
-
-@pytest.fixture
-async def make_bus() -> AsyncIterator[BusFactory]:
-    buses: list[MessageBus] = []
-
-    async def make(*, url: str = URL, drain_timeout: float = 5.0, **options: Any) -> MessageBus:
-        bus = MessageBus.from_url(url, drain_timeout=drain_timeout, **options)
-        await bus.connect()
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in reversed(buses):
-        await bus.disconnect()
-
-
-class Received(Recorder):
-    """`amb_core.testing.Recorder`, bounded by `WAIT`."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=WAIT)
 
 
 async def kill_connections(admin: redis.Redis, client_name: str) -> int:
@@ -74,14 +48,6 @@ async def kill_connections(admin: redis.Redis, client_name: str) -> int:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fault: restarts Redis through scripts/services.py")
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]]) -> None:
-    """Wait until ``condition()`` holds (for state that changes inside Redis, where there is
-    no event to await), failing after `WAIT` seconds."""
-    with anyio.fail_after(WAIT):
-        while not await condition():  # noqa: ASYNC110 - the state lives in Redis: nothing to await
-            await anyio.sleep(0.01)
 
 
 class LogWaiter(logging.Handler):
@@ -118,14 +84,3 @@ def log_waiter() -> Iterator[Callable[[str], LogWaiter]]:
     yield make
     for waiter in waiters:
         logger.removeHandler(waiter)
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[FaultyProxy]:
-    """A faulty peer in front of the test Redis: only the test's buses go through it, so nobody
-    else on the shared Redis is disturbed."""
-    parts = urlsplit(URL)
-    running = FaultyProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
-    await running.start()
-    yield running
-    await running.close()

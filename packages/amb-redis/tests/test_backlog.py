@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as redis
 
 from amb_core import BrokerUnavailableError, Message
-from conftest import WAIT, BusFactory, LogWaiter, Received, eventually
+from amb_core.testing import BusFactory, Recorder, eventually
+from conftest import WAIT, LogWaiter
 
 pytestmark = pytest.mark.anyio
 
@@ -23,24 +24,24 @@ def stream(topic: str) -> str:
 
 
 async def test_a_backlog_past_stream_maxlen_loses_nothing(
-    make_bus: BusFactory, topic: str, log_waiter: Callable[[str], LogWaiter]
+    amb_make_bus: BusFactory, amb_topic: str, log_waiter: Callable[[str], LogWaiter]
 ) -> None:
     maxlen, count = 20, 300
     full = log_waiter("not yet acknowledged (stream_maxlen)")
-    consumer_bus = await make_bus(stream_maxlen=maxlen)
-    publisher = await make_bus(stream_maxlen=maxlen)
+    consumer_bus = await amb_make_bus(stream_maxlen=maxlen)
+    publisher = await amb_make_bus(stream_maxlen=maxlen)
     go_on, done = anyio.Event(), anyio.Event()
-    got = Received()
+    got = Recorder(timeout=WAIT)
 
     async def slow(message: Message) -> None:
         await go_on.wait()
         await got(message)
 
-    await consumer_bus.subscribe(topic, slow, group="workers")
+    await consumer_bus.subscribe(amb_topic, slow, group="workers")
 
     async def publish_all() -> None:
         for n in range(count):
-            await publisher.publish(topic, {"n": n}, wait_for_confirmation=n % 3 == 0)
+            await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=n % 3 == 0)
         done.set()
 
     async def first_of(*events: anyio.Event) -> None:
@@ -65,35 +66,35 @@ async def test_a_backlog_past_stream_maxlen_loses_nothing(
 
 
 async def test_publishers_wait_for_a_full_backlog_then_go_on(
-    make_bus: BusFactory, topic: str, admin: redis.Redis, log_waiter: Callable[[str], LogWaiter]
+    amb_make_bus: BusFactory, amb_topic: str, admin: redis.Redis, log_waiter: Callable[[str], LogWaiter]
 ) -> None:
     maxlen = 10
     full = log_waiter("not yet acknowledged (stream_maxlen)")
-    consumer_bus = await make_bus()
-    publisher = await make_bus(stream_maxlen=maxlen)
+    consumer_bus = await amb_make_bus()
+    publisher = await amb_make_bus(stream_maxlen=maxlen)
     go_on = anyio.Event()
-    got = Received()
+    got = Recorder(timeout=WAIT)
 
     async def stuck(message: Message) -> None:
         await go_on.wait()
         await got(message)
 
-    await consumer_bus.subscribe(topic, stuck, group="workers")
+    await consumer_bus.subscribe(amb_topic, stuck, group="workers")
     done = anyio.Event()
     confirmed: list[int] = []
 
     async def publish_all() -> None:
         for n in range(3 * maxlen):
-            await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
+            await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=True)
             confirmed.append(n)
         done.set()
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(publish_all)
         record = await full.wait()  # the publisher found the backlog at its cap, and says so
-        assert stream(topic) in record.getMessage() and record.levelno == logging.WARNING
+        assert stream(amb_topic) in record.getMessage() and record.levelno == logging.WARNING
         assert not done.is_set()
-        assert await admin.xlen(stream(topic)) <= maxlen + 1  # waiting, not piling up
+        assert await admin.xlen(stream(amb_topic)) <= maxlen + 1  # waiting, not piling up
         go_on.set()
     await got.wait_for(3 * maxlen)
     assert confirmed == list(range(3 * maxlen))
@@ -101,79 +102,81 @@ async def test_publishers_wait_for_a_full_backlog_then_go_on(
 
 
 async def test_a_backlog_that_never_drains_makes_publish_raise_after_outage_timeout(
-    make_bus: BusFactory, topic: str, admin: redis.Redis
+    amb_make_bus: BusFactory, amb_topic: str, admin: redis.Redis
 ) -> None:
     maxlen = 5
-    consumer_bus = await make_bus()
-    publisher = await make_bus(stream_maxlen=maxlen, outage_timeout=1.0)
+    consumer_bus = await amb_make_bus()
+    publisher = await amb_make_bus(stream_maxlen=maxlen, outage_timeout=1.0)
     never = anyio.Event()
 
     async def stuck(message: Message) -> None:
         await never.wait()
 
-    await consumer_bus.subscribe(topic, stuck, group="workers")
-    other = Received()
-    await consumer_bus.subscribe(f"{topic}.other", other, group="workers")
+    await consumer_bus.subscribe(amb_topic, stuck, group="workers")
+    other = Recorder(timeout=WAIT)
+    await consumer_bus.subscribe(f"{amb_topic}.other", other, group="workers")
     accepted = 0
     with anyio.fail_after(WAIT):
         with pytest.raises(BrokerUnavailableError) as raised:
             for n in range(100 * maxlen):
                 # Fire and forget waits too, once an answer said the backlog is full (a burst
                 # that never yields is all written before any answer is read).
-                await publisher.publish(topic, {"n": n}, wait_for_confirmation=n % 5 == 4)
+                await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=n % 5 == 4)
                 accepted += 1
-    assert "stream_maxlen" in str(raised.value) and stream(topic) in str(raised.value)
+    assert "stream_maxlen" in str(raised.value) and stream(amb_topic) in str(raised.value)
     assert not isinstance(raised.value, TimeoutError)
 
     # Nothing the publisher took was dropped: every accepted message is in the stream.
     async def all_there() -> bool:
-        return bool(await admin.xlen(stream(topic)) == accepted)
+        return bool(await admin.xlen(stream(amb_topic)) == accepted)
 
-    await eventually(all_there)
+    await eventually(all_there, within=WAIT, every=0.01)
     # Topics routed to other streams are not held up.
-    await publisher.publish(f"{topic}.other", {"fine": True}, wait_for_confirmation=True)
+    await publisher.publish(f"{amb_topic}.other", {"fine": True}, wait_for_confirmation=True)
     await other.wait_for(1)
     never.set()
     # The group keeps what it never read for its next member: clean up after it.
     await consumer_bus.disconnect()
-    await admin.delete(stream(topic), f"amb:idle:{topic}", "amb:routes")
-    await admin.zrem("amb:groups", topic)
-    await admin.hdel("amb:deadlines", f"{topic} workers")
+    await admin.delete(stream(amb_topic), f"amb:idle:{amb_topic}", "amb:routes")
+    await admin.zrem("amb:groups", amb_topic)
+    await admin.hdel("amb:deadlines", f"{amb_topic} workers")
 
 
-async def test_acknowledged_entries_are_trimmed(make_bus: BusFactory, topic: str, admin: redis.Redis) -> None:
+async def test_acknowledged_entries_are_trimmed(
+    amb_make_bus: BusFactory, amb_topic: str, admin: redis.Redis
+) -> None:
     maxlen, count = 20, 200
-    bus = await make_bus(stream_maxlen=maxlen)
-    got = Received()
-    await bus.subscribe(topic, got, group="workers")
+    bus = await amb_make_bus(stream_maxlen=maxlen)
+    got = Recorder(timeout=WAIT)
+    await bus.subscribe(amb_topic, got, group="workers")
     for n in range(count):
-        await bus.publish(topic, {"n": n}, wait_for_confirmation=n % 10 == 0)
+        await bus.publish(amb_topic, {"n": n}, wait_for_confirmation=n % 10 == 0)
     await got.wait_for(count)
-    length = await admin.xlen(stream(topic))
+    length = await admin.xlen(stream(amb_topic))
     assert length <= maxlen + 1, length
 
 
 async def test_a_slow_group_keeps_what_it_has_not_read_while_a_fast_one_moves_on(
-    make_bus: BusFactory, topic: str, admin: redis.Redis
+    amb_make_bus: BusFactory, amb_topic: str, admin: redis.Redis
 ) -> None:
     maxlen, count = 30, 25
-    bus = await make_bus(stream_maxlen=maxlen)
-    fast = Received()
+    bus = await amb_make_bus(stream_maxlen=maxlen)
+    fast = Recorder(timeout=WAIT)
     go_on = anyio.Event()
-    slow = Received()
+    slow = Recorder(timeout=WAIT)
 
     async def slow_handler(message: Message) -> None:
         await go_on.wait()
         await slow(message)
 
-    await bus.subscribe(topic, fast, group="fast")
-    await bus.subscribe(topic, slow_handler, group="slow")
+    await bus.subscribe(amb_topic, fast, group="fast")
+    await bus.subscribe(amb_topic, slow_handler, group="slow")
     for n in range(count):
-        await bus.publish(topic, {"n": n}, wait_for_confirmation=True)
+        await bus.publish(amb_topic, {"n": n}, wait_for_confirmation=True)
     await fast.wait_for(count)
     # Trim now (what the adapter's tick does): the slow group still needs these.
     adapter: Any = bus.adapter
-    await adapter._pipe.call(adapter._scripts.trim.call(b"0", topic.encode()))
+    await adapter._pipe.call(adapter._scripts.trim.call(b"0", amb_topic.encode()))
     go_on.set()
     await slow.wait_for(count)
     assert [p["n"] for p in slow.payloads] == list(range(count))

@@ -11,19 +11,19 @@ import anyio
 import pytest
 
 from amb_core import BrokerUnavailableError, Message, MessageBus
-from amb_core.testing import FaultyProxy
+from amb_core.testing import BusFactory, FaultyProxy, Recorder
 from amb_redis import RedisBroker
-from conftest import URL, WAIT, BusFactory, Received
+from conftest import URL, WAIT
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_connecting_to_a_silent_peer_gives_up_within_connect_timeout_and_leaves_nothing_open(
-    proxy: FaultyProxy,
+    amb_proxy: FaultyProxy,
 ) -> None:
-    proxy.mode = "silent"
+    amb_proxy.mode = "silent"
     before = asyncio.all_tasks()
-    bus = MessageBus.from_url(proxy.url(URL), connect_timeout=0.5)
+    bus = MessageBus.from_url(amb_proxy.url(URL), connect_timeout=0.5)
     started = time.monotonic()
     with anyio.fail_after(WAIT):  # a safety net: it used to hang here for good
         with pytest.raises(BrokerUnavailableError) as raised:
@@ -31,17 +31,17 @@ async def test_connecting_to_a_silent_peer_gives_up_within_connect_timeout_and_l
     assert time.monotonic() - started < WAIT
     assert "Redis at 127.0.0.1:" in str(raised.value) and "connect_timeout" in str(raised.value)
     # The cancelled handshake closed its socket (the peer sees it go) and left no task behind.
-    assert len(proxy.silent_closed) == 1
+    assert len(amb_proxy.silent_closed) == 1
     with anyio.fail_after(WAIT):
-        await proxy.silent_closed[0].wait()
+        await amb_proxy.silent_closed[0].wait()
     assert {task for task in asyncio.all_tasks() if not task.done()} <= before | {asyncio.current_task()}
 
 
-async def test_a_connect_cancelled_after_the_first_connection_closes_it(proxy: FaultyProxy) -> None:
+async def test_a_connect_cancelled_after_the_first_connection_closes_it(amb_proxy: FaultyProxy) -> None:
     """`connect` opens two connections; cancelled while the second one hangs, it closes the first."""
-    broker = RedisBroker(proxy.url(URL), connect_timeout=0.5)
-    first = proxy.expect("forward")
-    second = proxy.expect("silent")
+    broker = RedisBroker(amb_proxy.url(URL), connect_timeout=0.5)
+    first = amb_proxy.expect("forward")
+    second = amb_proxy.expect("silent")
 
     async def connect() -> None:
         await broker.connect()
@@ -49,42 +49,42 @@ async def test_a_connect_cancelled_after_the_first_connection_closes_it(proxy: F
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(connect)
         await first.wait()
-        proxy.mode = "silent"
+        amb_proxy.mode = "silent"
         await second.wait()
         tasks.cancel_scope.cancel()
     assert broker._pipe is None and broker._pubsub is None
     with anyio.fail_after(WAIT):
-        await proxy.silent_closed[0].wait()
-        await proxy.forward_closed[0].wait()  # the first one, which had reached Redis
+        await amb_proxy.silent_closed[0].wait()
+        await amb_proxy.forward_closed[0].wait()  # the first one, which had reached Redis
     await broker.disconnect()  # nothing to do, and no error
 
 
 async def test_reconnecting_to_a_silent_peer_gives_up_and_tries_again(
-    proxy: FaultyProxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+    amb_proxy: FaultyProxy, amb_make_bus: BusFactory, amb_topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = await make_bus(url=proxy.url(URL), connect_timeout=0.5)
-    plain, grouped = Received(), Received()
-    await bus.subscribe(topic, plain)
-    await bus.subscribe(topic, grouped, group="workers")
+    bus = await amb_make_bus(url=amb_proxy.url(URL), connect_timeout=0.5)
+    plain, grouped = Recorder(timeout=WAIT), Recorder(timeout=WAIT)
+    await bus.subscribe(amb_topic, plain)
+    await bus.subscribe(amb_topic, grouped, group="workers")
     link = bus.adapter.link
     assert link is not None
-    silent = proxy.expect("silent")
-    proxy.mode = "silent"
-    proxy.cut()
+    silent = amb_proxy.expect("silent")
+    amb_proxy.mode = "silent"
+    amb_proxy.cut()
     await silent.wait()  # a reconnect attempt is now stuck on a peer that never answers
-    proxy.mode = "forward"
+    amb_proxy.mode = "forward"
     await link.wait_up(WAIT)  # used to wait for that attempt for good
-    await bus.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"after": True}, wait_for_confirmation=True)
     await plain.wait_for(1)
     await grouped.wait_for(1)
     with anyio.fail_after(WAIT):
-        for closed in proxy.silent_closed:
+        for closed in amb_proxy.silent_closed:
             await closed.wait()  # each attempt that gave up closed its socket
 
 
-async def test_a_refusing_peer_is_unavailable_not_a_hang(proxy: FaultyProxy) -> None:
-    proxy.mode = "refuse"
-    bus = MessageBus.from_url(proxy.url(URL), connect_timeout=5)
+async def test_a_refusing_peer_is_unavailable_not_a_hang(amb_proxy: FaultyProxy) -> None:
+    amb_proxy.mode = "refuse"
+    bus = MessageBus.from_url(amb_proxy.url(URL), connect_timeout=5)
     with anyio.fail_after(WAIT):
         with pytest.raises(BrokerUnavailableError) as raised:
             await bus.connect()
@@ -101,24 +101,24 @@ async def test_redis_py_connect_timeout_follows_connect_timeout() -> None:
 
 
 async def test_no_adapter_warning_during_a_lost_connection_only_the_links(
-    proxy: FaultyProxy, make_bus: BusFactory, topic: str, caplog: pytest.LogCaptureFixture
+    amb_proxy: FaultyProxy, amb_make_bus: BusFactory, amb_topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = await make_bus(url=proxy.url(URL))
-    grouped = Received()
-    await bus.subscribe(topic, grouped, group="workers")
+    bus = await amb_make_bus(url=amb_proxy.url(URL))
+    grouped = Recorder(timeout=WAIT)
+    await bus.subscribe(amb_topic, grouped, group="workers")
     link = bus.adapter.link
     assert link is not None
     caplog.clear()
     caplog.set_level(logging.WARNING)
-    refused = proxy.expect("refuse")
-    proxy.mode = "refuse"
-    proxy.cut()
+    refused = amb_proxy.expect("refuse")
+    amb_proxy.mode = "refuse"
+    amb_proxy.cut()
     await refused.wait()
     assert not link.up
     with pytest.raises(BrokerUnavailableError):  # the bus keeps the message meanwhile
-        await bus.adapter.publish(_message(topic), confirm=False)
-    kept = await bus.publish(topic, {"kept": True})  # kept by the bus, sent once it is back
-    proxy.mode = "forward"
+        await bus.adapter.publish(_message(amb_topic), confirm=False)
+    kept = await bus.publish(amb_topic, {"kept": True})  # kept by the bus, sent once it is back
+    amb_proxy.mode = "forward"
     await link.wait_up(WAIT)
     [message] = await grouped.wait_for(1)
     assert message.id == kept

@@ -13,9 +13,10 @@ from test_units import random_pattern, random_topic
 
 from amb_core import BrokerUnavailableError, MessageBus, MessageTooLargeError
 from amb_core.adapter import decode, topic_matches
+from amb_core.testing import BusFactory, Recorder
 from amb_redis import DEFAULT_MAX_MESSAGE_SIZE, RedisBroker
 from amb_redis._scripts import Scripts
-from conftest import WAIT, BusFactory, Received
+from conftest import WAIT
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +50,7 @@ async def test_topics_are_plain_channels_both_ways(
     bus_and_topic: tuple[MessageBus, str], admin: redis.Redis
 ) -> None:
     bus, topic = bus_and_topic
-    got = Received()
+    got = Recorder(timeout=WAIT)
     await bus.subscribe(topic, got)
     listener = admin.pubsub()
     await listener.subscribe(topic)
@@ -70,7 +71,7 @@ async def test_a_foreign_message_on_a_pattern_is_skipped_with_a_warning(
     bus_and_topic: tuple[MessageBus, str], admin: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     bus, topic = bus_and_topic
-    got = Received()
+    got = Recorder(timeout=WAIT)
     await bus.subscribe(f"{topic}.#", got)
     await admin.publish(f"{topic}.x", b"plain text")
     await bus.publish(f"{topic}.y", {"after": True})
@@ -83,7 +84,7 @@ async def test_a_glob_wider_than_the_pattern_is_filtered_exactly(
     bus_and_topic: tuple[MessageBus, str],
 ) -> None:
     bus, topic = bus_and_topic
-    one, hashed = Received(), Received()
+    one, hashed = Recorder(timeout=WAIT), Recorder(timeout=WAIT)
     await bus.subscribe(f"{topic}.*", one)  # the Redis glob "<topic>.*" also matches "<topic>.a.b"
     await bus.subscribe(f"{topic}.#.b", hashed)  # and "<topic>*.b" would match "<topic>x.b"
     for suffix in ("a.b", "a", "b"):
@@ -98,16 +99,16 @@ async def test_a_glob_wider_than_the_pattern_is_filtered_exactly(
 
 
 async def test_fire_and_forget_publishers_wait_for_room_and_lose_nothing(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    publisher = await make_bus(max_pending=8)
-    subscriber = await make_bus()
-    got = Received()
-    await subscriber.subscribe(topic, got)
+    publisher = await amb_make_bus(max_pending=8)
+    subscriber = await amb_make_bus()
+    got = Recorder(timeout=WAIT)
+    await subscriber.subscribe(amb_topic, got)
 
     async def burst(first: int) -> None:
         for n in range(first, first + 500):
-            await publisher.publish(topic, {"n": n})
+            await publisher.publish(amb_topic, {"n": n})
 
     async with anyio.create_task_group() as tasks:
         for first in range(0, 2000, 500):
@@ -121,51 +122,51 @@ async def test_fire_and_forget_publishers_wait_for_room_and_lose_nothing(
 
 
 async def test_disconnect_delivers_what_was_published_without_confirmation(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    subscriber = await make_bus()
-    got = Received()
-    await subscriber.subscribe(topic, got)
-    publisher = await make_bus()
+    subscriber = await amb_make_bus()
+    got = Recorder(timeout=WAIT)
+    await subscriber.subscribe(amb_topic, got)
+    publisher = await amb_make_bus()
     for n in range(300):
-        await publisher.publish(topic, {"n": n})
+        await publisher.publish(amb_topic, {"n": n})
     await publisher.disconnect()
     await got.wait_for(300)
 
 
 @pytest.fixture
-async def bus_and_topic(make_bus: BusFactory, topic: str) -> tuple[MessageBus, str]:
-    return await make_bus(), topic
+async def bus_and_topic(amb_make_bus: BusFactory, amb_topic: str) -> tuple[MessageBus, str]:
+    return await amb_make_bus(), amb_topic
 
 
 async def test_a_message_over_max_message_size_is_refused_before_sending(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    bus = await make_bus()
+    bus = await amb_make_bus()
     assert bus.adapter.max_message_size == DEFAULT_MAX_MESSAGE_SIZE == 8 * 1024 * 1024
-    got = Received()
-    await bus.subscribe(topic, got)
-    await bus.subscribe(topic, got, group="workers")
+    got = Recorder(timeout=WAIT)
+    await bus.subscribe(amb_topic, got)
+    await bus.subscribe(amb_topic, got, group="workers")
     for confirm in (False, True):
         with pytest.raises(MessageTooLargeError) as raised:
-            await bus.publish(topic, {"s": "x" * DEFAULT_MAX_MESSAGE_SIZE}, wait_for_confirmation=confirm)
+            await bus.publish(amb_topic, {"s": "x" * DEFAULT_MAX_MESSAGE_SIZE}, wait_for_confirmation=confirm)
         assert str(DEFAULT_MAX_MESSAGE_SIZE) in str(raised.value)
-    await bus.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"after": True}, wait_for_confirmation=True)
     await got.wait_for(2)
     assert got.payloads == [{"after": True}, {"after": True}]
 
 
 async def test_a_large_message_within_max_message_size_arrives_whole(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
     size = 20_000_000
-    bus = await make_bus(max_message_size=size + 1000)
-    plain, grouped = Received(), Received()
-    await bus.subscribe(topic, plain)
-    await bus.subscribe(topic, grouped, group="workers")
+    bus = await amb_make_bus(max_message_size=size + 1000)
+    plain, grouped = Recorder(timeout=WAIT), Recorder(timeout=WAIT)
+    await bus.subscribe(amb_topic, plain)
+    await bus.subscribe(amb_topic, grouped, group="workers")
     blob = "y" * size
-    await bus.publish(topic, {"blob": blob}, wait_for_confirmation=True)
-    await bus.publish(topic, {"after": True}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"blob": blob}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"after": True}, wait_for_confirmation=True)
     await plain.wait_for(2)
     await grouped.wait_for(2)
     assert plain.payloads[0]["blob"] == blob and grouped.payloads[0]["blob"] == blob

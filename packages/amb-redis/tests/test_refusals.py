@@ -66,17 +66,17 @@ async def limited_user(admin: redis.Redis) -> AsyncIterator[tuple[str, str]]:
 
 
 async def test_missing_permissions_are_refused_not_unavailable(
-    limited_user: tuple[str, str], topic: str, caplog: pytest.LogCaptureFixture
+    limited_user: tuple[str, str], amb_topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     name, password = limited_user
     bus = MessageBus.from_url(_with_credentials(name, password))
     await bus.connect()
     try:
         with pytest.raises(BrokerRefusedError) as raised:
-            await bus.publish(topic, {"n": 1}, wait_for_confirmation=True)
+            await bus.publish(amb_topic, {"n": 1}, wait_for_confirmation=True)
         assert "Redis at " in str(raised.value) and "NOPERM" in str(raised.value)
         with pytest.raises(BrokerRefusedError):
-            await bus.subscribe(topic, _ignore, group="workers")
+            await bus.subscribe(amb_topic, _ignore, group="workers")
         _assert_hidden(raised.value, caplog, password)
     finally:
         await bus.disconnect()

@@ -347,7 +347,8 @@ class InMemoryBroker(BrokerAdapter):
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         priority=True,
-        survives_restart=True,
+        # The broker lives in the process: it restarts only with its subscriptions' process.
+        survives_restart=False,
         redelivers_failed=True,
         reports_no_responders=True,
         counts_receivers=True,

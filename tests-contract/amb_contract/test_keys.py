@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from amb_core import Message, MessageBus
-from conftest import BusFactory, Received
+from amb_core.testing import BusFactory, Recorder
 
 pytestmark = pytest.mark.anyio
 
@@ -21,7 +21,7 @@ KEYS = 8
 
 
 def _short_handler(
-    member: int, handled: list[tuple[int, Message]], done: Received
+    member: int, handled: list[tuple[int, Message]], done: Recorder
 ) -> Callable[[Message], Awaitable[None]]:
     """A member's handler: a little work (so that no member can take everything while the
     others are busy), then it records which member handled what, in the order handled."""
@@ -45,14 +45,14 @@ async def _group_of(
 
 
 async def test_a_group_shares_one_publishers_work_fairly(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     handled: list[tuple[int, Message]] = []
-    done = received()
-    await _group_of(make_bus, topic, lambda member: _short_handler(member, handled, done))
-    publisher = await make_bus()
+    done = amb_received()
+    await _group_of(amb_make_bus, amb_topic, lambda member: _short_handler(member, handled, done))
+    publisher = await amb_make_bus()
     for n in range(COUNT):
-        await publisher.publish(topic, {"n": n})
+        await publisher.publish(amb_topic, {"n": n})
     await done.wait_for(COUNT)
     assert {message.payload["n"] for _, message in handled} == set(range(COUNT))
     shares = Counter(member for member, _ in handled)
@@ -61,12 +61,12 @@ async def test_a_group_shares_one_publishers_work_fairly(
 
 
 async def test_keyed_messages_keep_their_order_in_a_group_and_on_every_subscription(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     handling: dict[str, int] = {}  # key -> the member handling one of its messages right now
     overlaps: list[str] = []
     group_order: list[tuple[int, Message]] = []  # (member, message), as handling began
-    group_done = received()
+    group_done = amb_received()
 
     def member_handler(member: int) -> Callable[[Message], Awaitable[None]]:
         async def handle(message: Message) -> None:
@@ -82,14 +82,14 @@ async def test_keyed_messages_keep_their_order_in_a_group_and_on_every_subscript
 
         return handle
 
-    await _group_of(make_bus, topic, member_handler)
-    publisher = await make_bus()
-    on_the_publishers_bus, on_another_bus = received(), received()
-    await publisher.subscribe(topic, on_the_publishers_bus)
-    await (await make_bus()).subscribe(topic, on_another_bus)
+    await _group_of(amb_make_bus, amb_topic, member_handler)
+    publisher = await amb_make_bus()
+    on_the_publishers_bus, on_another_bus = amb_received(), amb_received()
+    await publisher.subscribe(amb_topic, on_the_publishers_bus)
+    await (await amb_make_bus()).subscribe(amb_topic, on_another_bus)
 
     for n in range(COUNT):
-        await publisher.publish(topic, {"seq": n // KEYS}, key=f"key-{n % KEYS}")
+        await publisher.publish(amb_topic, {"seq": n // KEYS}, key=f"key-{n % KEYS}")
 
     for got in (on_the_publishers_bus, on_another_bus):
         await got.wait_for(COUNT)
@@ -120,34 +120,34 @@ def _assert_in_order_per_key(messages: list[Message], *, complete: bool = True) 
 
 
 async def test_without_a_key_one_publishers_order_is_kept_where_the_adapter_says_so(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    got = received()
-    await bus.subscribe(topic, got)
+    got = amb_received()
+    await amb_bus.subscribe(amb_topic, got)
     for n in range(100):
-        await bus.publish(topic, {"n": n})
+        await amb_bus.publish(amb_topic, {"n": n})
     await got.wait_for(100)
     numbers = [p["n"] for p in got.payloads]
-    if bus.capabilities.keyless_order:
+    if amb_bus.capabilities.keyless_order:
         assert numbers == list(range(100))
     else:
         assert sorted(numbers) == list(range(100))  # spread for groups to share: only keys order
 
 
 async def test_a_key_travels_with_the_message_and_with_a_request(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    requester, responder = await make_bus(), await make_bus()
-    got = received()
-    await responder.subscribe(f"{topic}.signal", got)
+    requester, responder = await amb_make_bus(), await amb_make_bus()
+    got = amb_received()
+    await responder.subscribe(f"{amb_topic}.signal", got)
 
     async def answer(message: Message) -> None:
         await responder.reply(message, {"key": message.key})
 
-    await responder.subscribe(f"{topic}.question", answer)
-    await requester.publish(f"{topic}.signal", {"n": 1}, key="conversation-7")
-    await requester.publish(f"{topic}.signal", {"n": 2})
-    reply = await requester.request(f"{topic}.question", {}, key="conversation-8", timeout=30)
+    await responder.subscribe(f"{amb_topic}.question", answer)
+    await requester.publish(f"{amb_topic}.signal", {"n": 1}, key="conversation-7")
+    await requester.publish(f"{amb_topic}.signal", {"n": 2})
+    reply = await requester.request(f"{amb_topic}.question", {}, key="conversation-8", timeout=30)
     assert reply.payload == {"key": "conversation-8"}
     messages = await got.wait_for(2)
     assert sorted((m.payload["n"], m.key) for m in messages) == [(1, "conversation-7"), (2, None)]
@@ -155,12 +155,12 @@ async def test_a_key_travels_with_the_message_and_with_a_request(
 
 @pytest.mark.parametrize("bad", ["", "k" * 257, "\ud800", 7, b"bytes"])
 async def test_an_invalid_key_is_refused_before_sending(
-    bus: MessageBus, topic: str, received: Callable[[], Received], bad: object
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder], bad: object
 ) -> None:
-    got = received()
-    await bus.subscribe(topic, got)
+    got = amb_received()
+    await amb_bus.subscribe(amb_topic, got)
     with pytest.raises((TypeError, ValueError)):
-        await bus.publish(topic, {"n": 0}, key=bad)  # type: ignore[arg-type]
-    await bus.publish(topic, {"n": 1}, key="k")
+        await amb_bus.publish(amb_topic, {"n": 0}, key=bad)  # type: ignore[arg-type]
+    await amb_bus.publish(amb_topic, {"n": 1}, key="k")
     [message] = await got.wait_for(1)
     assert message.payload == {"n": 1}

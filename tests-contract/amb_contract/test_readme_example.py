@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 
-from conftest import URL, readme_example
+from amb_contract.suite import URL, readme_example
 
 # The example as written, on the broker under test, its topics moved under a prefix of this test's
 # own (the same for both runs) so that other tests and earlier runs stay out of it.

@@ -1,16 +1,43 @@
 """Helpers for testing code that uses the bus: record what a subscription receives and await it,
-build payloads at the limits, and put a faulty peer between a bus and its broker."""
+build payloads at the limits, put a faulty peer between a bus and its broker, wait for state no
+event announces, and restart the broker under test.
+
+The pytest fixtures built on them (``amb_url``, ``amb_make_bus``, ``amb_topic``, ...) are in
+`amb_core.testing.plugin`, which pytest loads by itself; this module does not import pytest."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from amb_core._message import Message
+from amb_core.testing._broker_control import BrokerControl, BrokerProcess
+from amb_core.testing._broker_table import BrokerEntry, load_broker_table
+from amb_core.testing._waiting import eventually, publish_until_delivered
+
+if TYPE_CHECKING:
+    from amb_core import MessageBus
+
+__all__ = [
+    "BrokerControl",
+    "BrokerEntry",
+    "BrokerProcess",
+    "BusFactory",
+    "FaultyProxy",
+    "Recorder",
+    "eventually",
+    "load_broker_table",
+    "nested_payload",
+    "publish_until_delivered",
+]
+
+#: ``await make_bus(**options)``: a connected bus (the ``amb_make_bus`` fixture is one).
+BusFactory = Callable[..., Awaitable["MessageBus"]]
 
 
 class Recorder:

@@ -8,21 +8,23 @@ from datetime import timedelta
 import pytest
 
 from amb_core import MessageBus, MessagePriority
-from conftest import BusFactory, Received
+from amb_core.testing import BusFactory, Recorder
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_every_field_round_trips(bus: MessageBus, topic: str, received: Callable[[], Received]) -> None:
-    got = received()
-    await bus.subscribe(topic, got)
+async def test_every_field_round_trips(
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
+) -> None:
+    got = amb_received()
+    await amb_bus.subscribe(amb_topic, got)
     payload = {
         "text": "naïve café 🤖 — 日本語",
         "nested": {"list": [1, 2.5, None, True, {"deep": ["x"]}], "empty": {}},
         "big": "x" * (512 * 1024),
     }
-    message_id = await bus.publish(
-        topic,
+    message_id = await amb_bus.publish(
+        amb_topic,
         payload,
         priority=MessagePriority.HIGH,
         sender="agent-1",
@@ -33,7 +35,7 @@ async def test_every_field_round_trips(bus: MessageBus, topic: str, received: Ca
     )
     [message] = await got.wait_for(1)
     assert message.id == message_id
-    assert message.topic == topic
+    assert message.topic == amb_topic
     assert message.payload == payload
     assert message.priority is MessagePriority.HIGH
     assert message.sender == "agent-1"
@@ -44,10 +46,12 @@ async def test_every_field_round_trips(bus: MessageBus, topic: str, received: Ca
     assert message.timestamp.utcoffset() == timedelta(0)
 
 
-async def test_defaults_round_trip(bus: MessageBus, topic: str, received: Callable[[], Received]) -> None:
-    got = received()
-    await bus.subscribe(topic, got)
-    await bus.publish(topic, {})
+async def test_defaults_round_trip(
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
+) -> None:
+    got = amb_received()
+    await amb_bus.subscribe(amb_topic, got)
+    await amb_bus.publish(amb_topic, {})
     [message] = await got.wait_for(1)
     assert message.payload == {}
     assert message.priority is MessagePriority.NORMAL
@@ -61,59 +65,59 @@ async def test_defaults_round_trip(bus: MessageBus, topic: str, received: Callab
 
 
 async def test_a_publish_right_after_subscribe_arrives(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     for attempt in range(5):
-        got = received()
-        await bus.subscribe(f"{topic}.r{attempt}", got)
-        await bus.publish(f"{topic}.r{attempt}", {"attempt": attempt})
+        got = amb_received()
+        await amb_bus.subscribe(f"{amb_topic}.r{attempt}", got)
+        await amb_bus.publish(f"{amb_topic}.r{attempt}", {"attempt": attempt})
         assert (await got.wait_for(1))[0].payload == {"attempt": attempt}
 
 
 async def test_fan_out_reaches_every_subscription(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    first, second = await make_bus(), await make_bus()
-    subscribers = [received() for _ in range(3)]
-    await first.subscribe(topic, subscribers[0])
-    await first.subscribe(topic, subscribers[1])
-    await second.subscribe(topic, subscribers[2])
+    first, second = await amb_make_bus(), await amb_make_bus()
+    subscribers = [amb_received() for _ in range(3)]
+    await first.subscribe(amb_topic, subscribers[0])
+    await first.subscribe(amb_topic, subscribers[1])
+    await second.subscribe(amb_topic, subscribers[2])
     for n in range(5):
-        await first.publish(topic, {"n": n})
+        await first.publish(amb_topic, {"n": n})
     for got in subscribers:
         await got.wait_for(5)
         assert sorted(p["n"] for p in got.payloads) == list(range(5))
 
 
 async def test_no_handler_call_after_unsubscribe(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    leaving, staying = received(), received()
-    subscription_id = await bus.subscribe(topic, leaving)
-    await bus.subscribe(topic, staying)
-    await bus.publish(topic, {"n": 1})
+    leaving, staying = amb_received(), amb_received()
+    subscription_id = await amb_bus.subscribe(amb_topic, leaving)
+    await amb_bus.subscribe(amb_topic, staying)
+    await amb_bus.publish(amb_topic, {"n": 1})
     await leaving.wait_for(1)
-    await bus.unsubscribe(subscription_id)
-    await bus.unsubscribe(subscription_id)  # a second time does nothing
-    await bus.publish(topic, {"n": 2})
+    await amb_bus.unsubscribe(subscription_id)
+    await amb_bus.unsubscribe(subscription_id)  # a second time does nothing
+    await amb_bus.publish(amb_topic, {"n": 2})
     await staying.wait_for(2)
     assert leaving.payloads == [{"n": 1}]
 
 
 async def test_wildcards_follow_amqp_rules(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    star, star_x, hash_all, hash_x = received(), received(), received(), received()
-    await bus.subscribe(f"{topic}.*", star)
-    await bus.subscribe(f"{topic}.*.x", star_x)
-    await bus.subscribe(f"{topic}.#", hash_all)
-    await bus.subscribe(f"{topic}.#.x", hash_x)
+    star, star_x, hash_all, hash_x = amb_received(), amb_received(), amb_received(), amb_received()
+    await amb_bus.subscribe(f"{amb_topic}.*", star)
+    await amb_bus.subscribe(f"{amb_topic}.*.x", star_x)
+    await amb_bus.subscribe(f"{amb_topic}.#", hash_all)
+    await amb_bus.subscribe(f"{amb_topic}.#.x", hash_x)
     for suffix in ("a", "x", "a.x", "a.b.x", "a.b"):
-        await bus.publish(f"{topic}.{suffix}", {"to": suffix})
-    await bus.publish(topic, {"to": ""})
+        await amb_bus.publish(f"{amb_topic}.{suffix}", {"to": suffix})
+    await amb_bus.publish(amb_topic, {"to": ""})
     # Last, one message each pattern matches: once it is in, everything before it is too.
-    await bus.publish(f"{topic}.end.x", {"to": "end.x"})
-    await bus.publish(f"{topic}.end", {"to": "end"})
+    await amb_bus.publish(f"{amb_topic}.end.x", {"to": "end.x"})
+    await amb_bus.publish(f"{amb_topic}.end", {"to": "end"})
     await star.wait_for(3)
     await star_x.wait_for(2)
     await hash_all.wait_for(8)

@@ -1,4 +1,4 @@
-"""What the chaos suite needs to know per broker, beyond the public API: how to point the same
+"""What the contract suite needs to know per broker, beyond the public API: how to point the same
 scheme at another address, how to read the dead letters an adapter wrote, and the options that
 make a dead consumer's messages move on within a test's patience.
 
@@ -29,6 +29,9 @@ class DeadLetterSeen:
 @dataclass(frozen=True)
 class BrokerConfig:
     scheme: str
+    #: The broker is a process at an address other processes reach (the in-memory broker lives
+    #: in the test's own process): tests marked ``network`` run only then.
+    has_address: bool = True
     #: Adapter options for a group member whose peers must take over quickly when it dies.
     takeover_options: dict[str, Any] = field(default_factory=dict)
 
@@ -166,13 +169,13 @@ class KafkaConfig(BrokerConfig):
 
 
 def _plain_url(bus: MessageBus) -> str:
-    from conftest import URL
+    from amb_contract.suite import URL
 
     return URL
 
 
 CONFIGS: dict[str, BrokerConfig] = {
-    "memory": BrokerConfig("memory"),
+    "memory": BrokerConfig("memory", has_address=False),
     "redis": RedisConfig("redis", takeover_options={"claim_idle": 1.0}),
     "rediss": RedisConfig("rediss", takeover_options={"claim_idle": 1.0}),
     "amqp": RabbitMQConfig("amqp"),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from amb_contract.suite import URL
 from amb_core import (
     BusClosedError,
     InvalidPayloadError,
@@ -16,7 +17,7 @@ from amb_core import (
     Message,
     MessageBus,
 )
-from conftest import URL, Received
+from amb_core.testing import Recorder
 
 pytestmark = pytest.mark.anyio
 
@@ -49,56 +50,56 @@ BAD_PAYLOADS: list[Any] = [
 
 
 @pytest.mark.parametrize("bad", BAD_TOPICS, ids=repr)
-async def test_an_invalid_topic_is_refused_before_sending(bus: MessageBus, bad: Any) -> None:
+async def test_an_invalid_topic_is_refused_before_sending(amb_bus: MessageBus, bad: Any) -> None:
     with pytest.raises(InvalidTopicError) as raised:
-        await bus.publish(bad, {"n": 1})
+        await amb_bus.publish(bad, {"n": 1})
     assert isinstance(raised.value, ValueError)
 
 
 @pytest.mark.parametrize("bad", BAD_PATTERNS, ids=repr)
 async def test_an_invalid_pattern_is_refused(
-    bus: MessageBus, bad: Any, received: Callable[[], Received]
+    amb_bus: MessageBus, bad: Any, amb_received: Callable[[], Recorder]
 ) -> None:
     with pytest.raises(InvalidTopicError):
-        await bus.subscribe(bad, received())
+        await amb_bus.subscribe(bad, amb_received())
 
 
 @pytest.mark.parametrize("bad", BAD_PAYLOADS, ids=repr)
 async def test_an_unserialisable_payload_is_refused_and_nothing_is_sent(
-    bus: MessageBus, topic: str, bad: Any, received: Callable[[], Received]
+    amb_bus: MessageBus, amb_topic: str, bad: Any, amb_received: Callable[[], Recorder]
 ) -> None:
-    got = received()
-    await bus.subscribe(topic, got)
+    got = amb_received()
+    await amb_bus.subscribe(amb_topic, got)
     with pytest.raises((TypeError, ValueError)) as raised:
-        await bus.publish(topic, bad)
+        await amb_bus.publish(amb_topic, bad)
     assert isinstance(raised.value, InvalidPayloadError)
     with pytest.raises((TypeError, ValueError)):
-        await bus.publish(
-            topic,
+        await amb_bus.publish(
+            amb_topic,
             {"fine": 1},
             metadata=bad if isinstance(bad, dict) else {"x": object()},
         )
-    await bus.publish(topic, {"after": True})
+    await amb_bus.publish(amb_topic, {"after": True})
     await got.wait_for(1)
     assert got.payloads == [{"after": True}]
 
 
 async def test_a_failing_handler_is_logged_and_the_subscription_goes_on(
-    bus: MessageBus,
-    topic: str,
-    received: Callable[[], Received],
+    amb_bus: MessageBus,
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    got = received()
+    got = amb_received()
 
     async def flaky(message: Message) -> None:
         if message.payload["n"] == 0:
             raise RuntimeError("handler broke")
         await got(message)
 
-    await bus.subscribe(topic, flaky)
+    await amb_bus.subscribe(amb_topic, flaky)
     for n in range(3):
-        await bus.publish(topic, {"n": n}, key=topic)
+        await amb_bus.publish(amb_topic, {"n": n}, key=amb_topic)
     await got.wait_for(2)
     assert got.payloads == [{"n": 1}, {"n": 2}]
     failures = [r for r in caplog.records if r.name.startswith("amb") and r.levelno == logging.ERROR]
@@ -107,9 +108,9 @@ async def test_a_failing_handler_is_logged_and_the_subscription_goes_on(
 
 
 async def test_a_failed_grouped_message_is_redelivered_if_the_adapter_says_so(
-    bus: MessageBus, topic: str, received: Callable[[], Received]
+    amb_bus: MessageBus, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    got = received()
+    got = amb_received()
     attempts: dict[int, int] = {}
 
     async def fails_first_time(message: Message) -> None:
@@ -119,16 +120,16 @@ async def test_a_failed_grouped_message_is_redelivered_if_the_adapter_says_so(
             raise RuntimeError("first attempt fails")
         await got(message)
 
-    await bus.subscribe(topic, fails_first_time, group="workers")
-    await bus.publish(topic, {"n": 0}, key=topic)
-    await bus.publish(topic, {"n": 1}, key=topic)
-    if bus.capabilities.redelivers_failed:
+    await amb_bus.subscribe(amb_topic, fails_first_time, group="workers")
+    await amb_bus.publish(amb_topic, {"n": 0}, key=amb_topic)
+    await amb_bus.publish(amb_topic, {"n": 1}, key=amb_topic)
+    if amb_bus.capabilities.redelivers_failed:
         await got.wait_for(2)
         assert sorted(p["n"] for p in got.payloads) == [0, 1]
         assert attempts[0] == 2
     else:
         await got.wait_for(1)
-        await bus.publish(topic, {"n": 2}, key=topic)
+        await amb_bus.publish(amb_topic, {"n": 2}, key=amb_topic)
         await got.wait_for(2)
         assert got.payloads == [{"n": 1}, {"n": 2}]
         assert attempts[0] == 1
@@ -147,47 +148,49 @@ async def test_a_failed_grouped_message_is_redelivered_if_the_adapter_says_so(
 )
 @pytest.mark.parametrize("group", [None, "workers"])
 async def test_a_foreign_or_garbled_message_is_logged_and_skipped(
-    bus: MessageBus,
-    topic: str,
+    amb_bus: MessageBus,
+    amb_topic: str,
     raw: bytes,
     group: str | None,
-    received: Callable[[], Received],
+    amb_received: Callable[[], Recorder],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    got = received()
-    await bus.subscribe(topic, got, group=group)
-    await bus.adapter.publish_raw(topic, raw)
-    await bus.publish(topic, {"after": True})
+    got = amb_received()
+    await amb_bus.subscribe(amb_topic, got, group=group)
+    await amb_bus.adapter.publish_raw(amb_topic, raw)
+    await amb_bus.publish(amb_topic, {"after": True})
     await got.wait_for(1)
     assert got.payloads == [{"after": True}]
     assert any(
-        r.name.startswith("amb") and r.levelno == logging.WARNING and topic in r.getMessage()
+        r.name.startswith("amb") and r.levelno == logging.WARNING and amb_topic in r.getMessage()
         for r in caplog.records
     )
 
 
-async def test_a_bus_that_is_not_connected_says_so(topic: str, received: Callable[[], Received]) -> None:
+async def test_a_bus_that_is_not_connected_says_so(
+    amb_topic: str, amb_received: Callable[[], Recorder]
+) -> None:
     bus = MessageBus.from_url(URL)
     with pytest.raises(BusClosedError) as raised:
-        await bus.publish(topic, {"n": 1})
+        await bus.publish(amb_topic, {"n": 1})
     assert isinstance(raised.value, ConnectionError)
     await bus.connect()
     await bus.disconnect()
     for call in (
-        bus.publish(topic, {"n": 1}),
-        bus.subscribe(topic, received()),
-        bus.request(topic, {"n": 1}, timeout=1),
+        bus.publish(amb_topic, {"n": 1}),
+        bus.subscribe(amb_topic, amb_received()),
+        bus.request(amb_topic, {"n": 1}, timeout=1),
     ):
         with pytest.raises(ConnectionError):
             await call
 
 
-async def test_a_closed_bus_can_connect_again(topic: str, received: Callable[[], Received]) -> None:
+async def test_a_closed_bus_can_connect_again(amb_topic: str, amb_received: Callable[[], Recorder]) -> None:
     bus = MessageBus.from_url(URL)
     async with bus:
         pass
     async with bus:
-        got = received()
-        await bus.subscribe(topic, got)
-        await bus.publish(topic, {"n": 1})
+        got = amb_received()
+        await bus.subscribe(amb_topic, got)
+        await bus.publish(amb_topic, {"n": 1})
         await got.wait_for(1)

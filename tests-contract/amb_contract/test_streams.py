@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from amb_contract.suite import URL, WAIT
 from amb_core import (
     BusClosedError,
     Message,
@@ -22,7 +23,7 @@ from amb_core import (
     RequestTimeoutError,
     StreamSequenceError,
 )
-from conftest import URL, WAIT, BusFactory
+from amb_core.testing import BusFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -64,23 +65,23 @@ class _Cancellable:
                 raise
 
 
-async def test_a_thousand_chunks_arrive_in_order(make_bus: BusFactory, topic: str) -> None:
-    requester, responder = await make_bus(), await make_bus()
-    await _stream_of(responder, topic, 1000)
-    chunks = await _collect(requester.request_stream(topic, {"id": 1}, timeout=WAIT))
+async def test_a_thousand_chunks_arrive_in_order(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    requester, responder = await amb_make_bus(), await amb_make_bus()
+    await _stream_of(responder, amb_topic, 1000)
+    chunks = await _collect(requester.request_stream(amb_topic, {"id": 1}, timeout=WAIT))
     assert [chunk.payload["n"] for chunk in chunks] == list(range(1000))
     assert [chunk.metadata["amb-seq"] for chunk in chunks] == list(range(1000))
     assert {chunk.sender for chunk in chunks} == {"streamer"}
     assert {chunk.correlation_id for chunk in chunks} == {chunks[0].correlation_id}
 
 
-async def test_a_hundred_concurrent_streams_on_one_bus(make_bus: BusFactory, topic: str) -> None:
-    requester, responder = await make_bus(), await make_bus()
-    await _stream_of(responder, topic, 20, concurrency=100)
+async def test_a_hundred_concurrent_streams_on_one_bus(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    requester, responder = await amb_make_bus(), await amb_make_bus()
+    await _stream_of(responder, amb_topic, 20, concurrency=100)
     results: dict[int, list[int]] = {}
 
     async def ask(n: int) -> None:
-        chunks = await _collect(requester.request_stream(topic, {"id": n}, timeout=WAIT))
+        chunks = await _collect(requester.request_stream(amb_topic, {"id": n}, timeout=WAIT))
         assert {chunk.payload["for"] for chunk in chunks} == {n}
         results[n] = [chunk.payload["n"] for chunk in chunks]
 
@@ -90,27 +91,27 @@ async def test_a_hundred_concurrent_streams_on_one_bus(make_bus: BusFactory, top
     assert results == {n: list(range(20)) for n in range(100)}
 
 
-async def test_an_empty_stream_ends_the_loop(make_bus: BusFactory, topic: str) -> None:
-    requester, responder = await make_bus(), await make_bus()
-    await _stream_of(responder, topic, 0)
-    assert await _collect(requester.request_stream(topic, timeout=WAIT)) == []
+async def test_an_empty_stream_ends_the_loop(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    requester, responder = await amb_make_bus(), await amb_make_bus()
+    await _stream_of(responder, amb_topic, 0)
+    assert await _collect(requester.request_stream(amb_topic, timeout=WAIT)) == []
 
 
-async def test_a_plain_reply_is_a_stream_of_one(make_bus: BusFactory, topic: str) -> None:
-    requester, responder = await make_bus(), await make_bus()
+async def test_a_plain_reply_is_a_stream_of_one(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    requester, responder = await amb_make_bus(), await amb_make_bus()
 
     async def answer(request: Message) -> None:
         await responder.reply(request, {"whole": True})
 
-    await responder.subscribe(topic, answer)
-    [chunk] = await _collect(requester.request_stream(topic, timeout=WAIT))
+    await responder.subscribe(amb_topic, answer)
+    [chunk] = await _collect(requester.request_stream(amb_topic, timeout=WAIT))
     assert chunk.payload == {"whole": True}
 
 
 async def test_a_responder_that_fails_mid_stream_ends_it_with_its_error(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder = await make_bus(), await make_bus()
+    requester, responder = await amb_make_bus(), await amb_make_bus()
 
     async def fail_after_two(request: Message) -> None:
         async with responder.reply_stream(request) as stream:
@@ -118,10 +119,10 @@ async def test_a_responder_that_fails_mid_stream_ends_it_with_its_error(
             await stream.send({"n": 1})
             raise ValueError("the model went away")
 
-    await responder.subscribe(topic, fail_after_two)
+    await responder.subscribe(amb_topic, fail_after_two)
     got: list[int] = []
     with pytest.raises(RemoteHandlerError) as raised:
-        async for chunk in requester.request_stream(topic, timeout=WAIT):
+        async for chunk in requester.request_stream(amb_topic, timeout=WAIT):
             got.append(chunk.payload["n"])
     assert got == [0, 1]
     assert raised.value.error_type == "ValueError"
@@ -129,27 +130,27 @@ async def test_a_responder_that_fails_mid_stream_ends_it_with_its_error(
 
 
 async def test_a_handler_that_fails_before_streaming_is_an_error_too(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder = await make_bus(), await make_bus()
+    requester, responder = await amb_make_bus(), await amb_make_bus()
 
     async def fail(request: Message) -> None:
         raise KeyError("brief")
 
-    await responder.subscribe(topic, fail)
+    await responder.subscribe(amb_topic, fail)
     with pytest.raises(RemoteHandlerError) as raised:
-        await _collect(requester.request_stream(topic, timeout=WAIT))
+        await _collect(requester.request_stream(amb_topic, timeout=WAIT))
     assert raised.value.error_type == "KeyError"
 
 
 async def test_a_requester_that_breaks_after_three_chunks_cancels_the_responder(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder_bus = await make_bus(), await make_bus()
+    requester, responder_bus = await amb_make_bus(), await amb_make_bus()
     responder = _Cancellable(responder_bus)
-    await responder_bus.subscribe(topic, responder)
+    await responder_bus.subscribe(amb_topic, responder)
     got = 0
-    async for _ in requester.request_stream(topic, timeout=WAIT):
+    async for _ in requester.request_stream(amb_topic, timeout=WAIT):
         got += 1
         if got == 3:
             break
@@ -158,33 +159,33 @@ async def test_a_requester_that_breaks_after_three_chunks_cancels_the_responder(
     assert isinstance(responder.ended_with, RequestCancelledError)
     assert responder.sent_when_cancelled >= 3
     # The handler ended quietly: the responder bus still answers.
-    await _stream_of(responder_bus, topic + ".next", 2)
-    assert len(await _collect(requester.request_stream(topic + ".next", timeout=WAIT))) == 2
+    await _stream_of(responder_bus, amb_topic + ".next", 2)
+    assert len(await _collect(requester.request_stream(amb_topic + ".next", timeout=WAIT))) == 2
 
 
 async def test_a_requester_that_raises_in_its_loop_cancels_the_responder(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder_bus = await make_bus(), await make_bus()
+    requester, responder_bus = await amb_make_bus(), await amb_make_bus()
     responder = _Cancellable(responder_bus)
-    await responder_bus.subscribe(topic, responder)
+    await responder_bus.subscribe(amb_topic, responder)
     with pytest.raises(LookupError):
-        async for _ in requester.request_stream(topic, timeout=WAIT):
+        async for _ in requester.request_stream(amb_topic, timeout=WAIT):
             raise LookupError("the requester changed its mind")
     with anyio.fail_after(WAIT):
         await responder.cancelled.wait()
 
 
 async def test_a_requester_whose_task_is_cancelled_cancels_the_responder(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder_bus = await make_bus(), await make_bus()
+    requester, responder_bus = await amb_make_bus(), await amb_make_bus()
     responder = _Cancellable(responder_bus)
-    await responder_bus.subscribe(topic, responder)
+    await responder_bus.subscribe(amb_topic, responder)
     first = anyio.Event()
 
     async def listen() -> None:
-        async for _ in requester.request_stream(topic, timeout=WAIT):
+        async for _ in requester.request_stream(amb_topic, timeout=WAIT):
             first.set()
 
     async with anyio.create_task_group() as group:
@@ -196,9 +197,9 @@ async def test_a_requester_whose_task_is_cancelled_cancels_the_responder(
 
 
 async def test_a_requester_that_times_out_between_chunks_cancels_the_responder(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder_bus = await make_bus(), await make_bus()
+    requester, responder_bus = await amb_make_bus(), await amb_make_bus()
     cancelled = anyio.Event()
     slow = anyio.Event()
 
@@ -214,10 +215,10 @@ async def test_a_requester_that_times_out_between_chunks_cancels_the_responder(
                 cancelled.set()
                 raise
 
-    await responder_bus.subscribe(topic, one_then_slow)
+    await responder_bus.subscribe(amb_topic, one_then_slow)
     timeout = 2.0 if requester.capabilities.reports_no_responders else 5.0
     with pytest.raises(RequestTimeoutError) as raised:
-        async for _ in requester.request_stream(topic, timeout=timeout):
+        async for _ in requester.request_stream(amb_topic, timeout=timeout):
             pass
     assert not isinstance(raised.value, NoRespondersError)
     slow.set()
@@ -226,14 +227,14 @@ async def test_a_requester_that_times_out_between_chunks_cancels_the_responder(
 
 
 async def test_a_requester_that_closes_its_bus_cancels_the_responder(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    responder_bus = await make_bus()
+    responder_bus = await amb_make_bus()
     responder = _Cancellable(responder_bus)
-    await responder_bus.subscribe(topic, responder)
+    await responder_bus.subscribe(amb_topic, responder)
     requester = MessageBus.from_url(URL)
     await requester.connect()
-    chunks = requester.request_stream(topic, timeout=WAIT)
+    chunks = requester.request_stream(amb_topic, timeout=WAIT)
     try:
         await chunks.__anext__()
         await requester.disconnect()
@@ -247,9 +248,9 @@ async def test_a_requester_that_closes_its_bus_cancels_the_responder(
 
 
 async def test_a_responder_that_stops_sending_times_the_requester_out(
-    make_bus: BusFactory, topic: str
+    amb_make_bus: BusFactory, amb_topic: str
 ) -> None:
-    requester, responder = await make_bus(), await make_bus()
+    requester, responder = await amb_make_bus(), await amb_make_bus()
     stop = anyio.Event()
 
     async def hang(request: Message) -> None:
@@ -257,12 +258,12 @@ async def test_a_responder_that_stops_sending_times_the_requester_out(
             await stream.send({"n": 0})
             await stop.wait()
 
-    await responder.subscribe(topic, hang)
+    await responder.subscribe(amb_topic, hang)
     got = []
     try:
         with anyio.fail_after(WAIT):
             with pytest.raises(RequestTimeoutError):
-                async for chunk in requester.request_stream(topic, timeout=1.0):
+                async for chunk in requester.request_stream(amb_topic, timeout=1.0):
                     got.append(chunk)
     finally:
         stop.set()
@@ -275,9 +276,9 @@ async def test_a_responder_that_stops_sending_times_the_requester_out(
     ids=["gap", "duplicate", "missing-first"],
 )
 async def test_a_missing_or_repeated_chunk_is_an_error(
-    make_bus: BusFactory, topic: str, numbers: list[int], yielded: list[int], expected: str
+    amb_make_bus: BusFactory, amb_topic: str, numbers: list[int], yielded: list[int], expected: str
 ) -> None:
-    requester, responder = await make_bus(), await make_bus()
+    requester, responder = await amb_make_bus(), await amb_make_bus()
 
     async def garbled(request: Message) -> None:
         assert request.reply_to is not None
@@ -289,22 +290,22 @@ async def test_a_missing_or_repeated_chunk_is_an_error(
                 metadata={"amb-seq": number},
             )
 
-    await responder.subscribe(topic, garbled)
+    await responder.subscribe(amb_topic, garbled)
     got = []
     with pytest.raises(StreamSequenceError, match=expected):
-        async for chunk in requester.request_stream(topic, timeout=WAIT):
+        async for chunk in requester.request_stream(amb_topic, timeout=WAIT):
             got.append(chunk.payload["n"])
     assert got == yielded
 
 
-async def test_a_stream_nobody_can_answer(make_bus: BusFactory, topic: str) -> None:
-    bus = await make_bus()
+async def test_a_stream_nobody_can_answer(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    bus = await amb_make_bus()
     if bus.capabilities.reports_no_responders:
         with pytest.raises(NoRespondersError):
-            await _collect(bus.request_stream(topic, timeout=WAIT))
+            await _collect(bus.request_stream(amb_topic, timeout=WAIT))
     else:
         with pytest.raises(RequestTimeoutError) as raised:
-            await _collect(bus.request_stream(topic, timeout=1.0))
+            await _collect(bus.request_stream(amb_topic, timeout=1.0))
         assert not isinstance(raised.value, NoRespondersError)
 
 
@@ -332,19 +333,21 @@ asyncio.run(main())
 
 
 @pytest.mark.network
-async def test_a_stream_whose_responder_process_is_killed_times_out(make_bus: BusFactory, topic: str) -> None:
-    env = {**os.environ, "AMB_URL": URL, "AMB_TOPIC": topic}
+async def test_a_stream_whose_responder_process_is_killed_times_out(
+    amb_make_bus: BusFactory, amb_topic: str
+) -> None:
+    env = {**os.environ, "AMB_URL": URL, "AMB_TOPIC": amb_topic}
     process = await anyio.open_process([sys.executable, "-c", _STREAMER], env=env, stderr=subprocess.DEVNULL)
     try:
         assert process.stdout is not None
         with anyio.fail_after(WAIT * 2):
             assert (await process.stdout.receive()).startswith(b"ready")
-        requester = await make_bus()
+        requester = await amb_make_bus()
         timeout = 2.0
         got = 0
         started = 0.0
         with anyio.fail_after(WAIT * 2), pytest.raises(RequestTimeoutError):
-            async for _ in requester.request_stream(topic, {"x": 1}, timeout=timeout):
+            async for _ in requester.request_stream(amb_topic, {"x": 1}, timeout=timeout):
                 got += 1
                 if got == 3:
                     process.kill()
@@ -358,13 +361,13 @@ async def test_a_stream_whose_responder_process_is_killed_times_out(make_bus: Bu
         await process.aclose()
 
 
-async def test_metadata_sent_with_a_chunk_arrives_with_it(make_bus: BusFactory, topic: str) -> None:
-    requester, responder = await make_bus(), await make_bus()
+async def test_metadata_sent_with_a_chunk_arrives_with_it(amb_make_bus: BusFactory, amb_topic: str) -> None:
+    requester, responder = await amb_make_bus(), await amb_make_bus()
 
     async def respond(request: Message) -> None:
         async with responder.reply_stream(request) as stream:
             await stream.send({"token": "hi"}, metadata={"model": "m-1"})
 
-    await responder.subscribe(topic, respond)
-    [chunk] = await _collect(requester.request_stream(topic, timeout=WAIT))
+    await responder.subscribe(amb_topic, respond)
+    [chunk] = await _collect(requester.request_stream(amb_topic, timeout=WAIT))
     assert chunk.metadata == {"model": "m-1", "amb-seq": 0}

@@ -6,7 +6,8 @@ under a confirmed publisher, a group member killed mid-stream, and the README ex
 and over on fresh topics. Each case asserts what the policy promises, the same way for every
 adapter; the few broker-specific reads (where dead letters are kept) are in broker_config.py.
 Tests that stop or kill the broker are marked ``fault``, those that need a broker address
-``network``: both are deselected for the in-memory broker.
+``network``: conftest.py decides from the adapter's capabilities and `BrokerConfig` where
+they apply (neither does to the in-memory broker).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Any
 
 import anyio
 import pytest
-from broker_config import DeadLetterSeen, config_for
 
+from amb_contract.broker_config import DeadLetterSeen
+from amb_contract.suite import CONFIG, URL, WAIT, readme_example
 from amb_core import (
     BrokerRefusedError,
     BrokerUnavailableError,
@@ -38,12 +40,10 @@ from amb_core import (
     MessageTooLargeError,
 )
 from amb_core.adapter import MAX_DEPTH
-from amb_core.testing import nested_payload
-from conftest import SCHEME, URL, WAIT, BrokerProcess, BusFactory, Received, readme_example
+from amb_core.testing import BrokerProcess, BusFactory, Recorder, nested_payload, publish_until_delivered
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
 
-CONFIG = config_for(SCHEME)
 #: An envelope whose timestamp overflows when made UTC: it used to kill Kafka and Redis readers
 #: and wedge RabbitMQ subscriptions.
 HOSTILE = b'{"amb":1,"id":"hostile","topic":"x","payload":{},"timestamp":"9999-12-31T23:59:59-23:59"}'
@@ -64,8 +64,8 @@ async def _dead_letters(bus: MessageBus, topic: str, group: str, count: int) -> 
 
 
 async def _two_members_and_a_watcher(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
-) -> tuple[MessageBus, Received, Received]:
+    make_bus: BusFactory, topic: str, received: Callable[[], Recorder]
+) -> tuple[MessageBus, Recorder, Recorder]:
     one, two = await make_bus(), await make_bus()
     grouped, watched = received(), received()
     await one.subscribe(topic, grouped, group="workers")
@@ -78,16 +78,19 @@ async def _two_members_and_a_watcher(
 
 
 async def test_a_hostile_envelope_is_dead_lettered_by_a_group_and_stops_nobody(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received], caplog: pytest.LogCaptureFixture
+    amb_make_bus: BusFactory,
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
-    await bus.adapter.publish_raw(topic, HOSTILE)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
+    await bus.adapter.publish_raw(amb_topic, HOSTILE)
     for n in range(10):
-        await bus.publish(topic, {"n": n})
+        await bus.publish(amb_topic, {"n": n})
     await grouped.wait_for(10)
     await watched.wait_for(10)
     assert sorted(p["n"] for p in grouped.payloads) == list(range(10))
-    [dead] = await _dead_letters(bus, topic, "workers", 1)
+    [dead] = await _dead_letters(bus, amb_topic, "workers", 1)
     assert dead.data == HOSTILE
     assert "OverflowError" in dead.reason
     assert any(
@@ -96,33 +99,33 @@ async def test_a_hostile_envelope_is_dead_lettered_by_a_group_and_stops_nobody(
 
 
 async def test_more_invalid_messages_than_a_consumer_holds_never_wedge_it(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
     count = 300  # RabbitMQ's default prefetch here is 256: that many used to wedge a group
     for _ in range(count):
-        await bus.adapter.publish_raw(topic, HOSTILE)
-    await bus.publish(topic, {"good": True}, wait_for_confirmation=True)
+        await bus.adapter.publish_raw(amb_topic, HOSTILE)
+    await bus.publish(amb_topic, {"good": True}, wait_for_confirmation=True)
     await grouped.wait_for(1)
     await watched.wait_for(1)
-    assert len(await _dead_letters(bus, topic, "workers", count)) == count
+    assert len(await _dead_letters(bus, amb_topic, "workers", count)) == count
 
 
 async def test_good_messages_read_together_with_an_invalid_one_are_each_handled_once(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
     # Fire and forget, back to back: they travel, and are read, together.
-    await bus.publish(topic, {"n": 0})
-    await bus.adapter.publish_raw(topic, HOSTILE)
-    await bus.publish(topic, {"n": 1})
-    await bus.publish(topic, {"n": 2})
+    await bus.publish(amb_topic, {"n": 0})
+    await bus.adapter.publish_raw(amb_topic, HOSTILE)
+    await bus.publish(amb_topic, {"n": 1})
+    await bus.publish(amb_topic, {"n": 2})
     await grouped.wait_for(3)
     await watched.wait_for(3)
-    await bus.publish(topic, {"n": 3}, wait_for_confirmation=True)
+    await bus.publish(amb_topic, {"n": 3}, wait_for_confirmation=True)
     await grouped.wait_for(4)
     assert sorted(p["n"] for p in grouped.payloads) == [0, 1, 2, 3]
-    [dead] = await _dead_letters(bus, topic, "workers", 1)
+    [dead] = await _dead_letters(bus, amb_topic, "workers", 1)
     assert dead.data == HOSTILE
 
 
@@ -168,65 +171,47 @@ def _decodes(envelope: dict[str, Any]) -> bool:
 
 
 async def test_a_fuzzed_envelope_corpus_is_dead_lettered_and_stops_nobody(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     corpus = _fuzzed_corpus()
     assert len(corpus) > 40
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
     for data in corpus:
-        await bus.adapter.publish_raw(topic, data)
-    await bus.publish(topic, {"good": True}, wait_for_confirmation=True)
+        await bus.adapter.publish_raw(amb_topic, data)
+    await bus.publish(amb_topic, {"good": True}, wait_for_confirmation=True)
     await grouped.wait_for(1)
     await watched.wait_for(1)
     assert grouped.payloads == [{"good": True}] and watched.payloads == [{"good": True}]
-    dead = await _dead_letters(bus, topic, "workers", len(corpus))
+    dead = await _dead_letters(bus, amb_topic, "workers", len(corpus))
     assert sorted(d.data for d in dead) == sorted(corpus)
     assert all(d.reason for d in dead)
 
 
 async def test_a_50_MB_field_from_a_foreign_producer_stops_nobody(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     """Refused by the broker's own limits or skipped by the consumers; either way the
     subscriptions go on (a Redis Pub/Sub subscriber may be disconnected by Redis and reconnect:
     probes are published until one arrives)."""
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
     huge = b'{"amb":1,"id":"big","topic":"t","payload":{"s":"' + b"x" * 50_000_000 + b'"},"timestamp":[]}'
     with contextlib.suppress(MessageTooLargeError):  # refused before sending: nothing reached anyone
-        await bus.adapter.publish_raw(topic, huge)
-    await _probe_until_received(bus, topic, grouped, watched)
-
-
-async def _probe_until_received(bus: MessageBus, topic: str, *recorders: Received) -> None:
-    before = [len(recorder.messages) for recorder in recorders]
-    with anyio.fail_after(WAIT * 2):
-        probe = 0
-        while True:
-            probe += 1
-            try:
-                await bus.publish(topic, {"probe": probe}, wait_for_confirmation=True)
-            except ConnectionError:
-                # This bus may still be reconnecting (each bus retries on its own backoff).
-                await anyio.sleep(0.5)
-                continue
-            with anyio.move_on_after(1):
-                for recorder, seen in zip(recorders, before, strict=True):
-                    await recorder.wait_for(seen + 1)
-                return
+        await bus.adapter.publish_raw(amb_topic, huge)
+    await publish_until_delivered(bus, amb_topic, grouped, watched, within=WAIT * 2)
 
 
 # -- limits at publish --------------------------------------------------------------------------
 
 
 async def test_a_payload_nested_to_the_limit_arrives_and_one_level_more_is_refused(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
-    await bus.publish(topic, nested_payload(MAX_DEPTH), wait_for_confirmation=True)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
+    await bus.publish(amb_topic, nested_payload(MAX_DEPTH), wait_for_confirmation=True)
     for deeper in (nested_payload(MAX_DEPTH + 1), nested_payload(252)):
         with pytest.raises(InvalidPayloadError):
-            await bus.publish(topic, deeper)
-    await bus.publish(topic, {"after": True})
+            await bus.publish(amb_topic, deeper)
+    await bus.publish(amb_topic, {"after": True})
     await grouped.wait_for(2)
     await watched.wait_for(2)
     # In either order: the group's two members may finish theirs in either order, and order
@@ -237,22 +222,22 @@ async def test_a_payload_nested_to_the_limit_arrives_and_one_level_more_is_refus
 
 
 async def test_an_oversized_message_is_refused_before_sending_and_the_topic_keeps_working(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
     limit = bus.adapter.max_message_size
     if limit is not None:
         for confirm in (False, True):
             with pytest.raises(MessageTooLargeError) as raised:
-                await bus.publish(topic, {"s": "x" * limit}, wait_for_confirmation=confirm)
+                await bus.publish(amb_topic, {"s": "x" * limit}, wait_for_confirmation=confirm)
             assert isinstance(raised.value, InvalidPayloadError)
             assert str(limit) in str(raised.value)
     # One that just fits, then ten more: nothing about the topic or the bus was spoiled. (With
     # a key: one publisher's order is promised per key on every adapter, without one not on Kafka.)
     fits = {"s": "x" * ((limit or 2_000_000) - 300)}
-    await bus.publish(topic, fits, wait_for_confirmation=True, key=topic)
+    await bus.publish(amb_topic, fits, wait_for_confirmation=True, key=amb_topic)
     for n in range(10):
-        await bus.publish(topic, {"n": n}, wait_for_confirmation=True, key=topic)
+        await bus.publish(amb_topic, {"n": n}, wait_for_confirmation=True, key=amb_topic)
     await grouped.wait_for(11)
     await watched.wait_for(11)
     assert watched.payloads[0] == fits
@@ -260,20 +245,20 @@ async def test_an_oversized_message_is_refused_before_sending_and_the_topic_keep
 
 
 async def test_a_20_MB_payload_arrives_whole_or_is_refused_by_the_declared_limit(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
-    bus, grouped, watched = await _two_members_and_a_watcher(make_bus, topic, received)
+    bus, grouped, watched = await _two_members_and_a_watcher(amb_make_bus, amb_topic, amb_received)
     payload = {"blob": "y" * 20_000_000}
     limit = bus.adapter.max_message_size
     if limit is not None and limit < 20_000_000:
         with pytest.raises(MessageTooLargeError):
-            await bus.publish(topic, payload, wait_for_confirmation=True)
+            await bus.publish(amb_topic, payload, wait_for_confirmation=True)
     else:
-        await bus.publish(topic, payload, wait_for_confirmation=True)
+        await bus.publish(amb_topic, payload, wait_for_confirmation=True)
         await grouped.wait_for(1)
         await watched.wait_for(1)
         assert grouped.payloads[0] == payload and watched.payloads[0] == payload
-    await _probe_until_received(bus, topic, grouped, watched)
+    await publish_until_delivered(bus, amb_topic, grouped, watched, within=WAIT * 2)
 
 
 # -- connecting -----------------------------------------------------------------------------------
@@ -369,27 +354,27 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 @pytest.mark.fault
 async def test_an_outage_longer_than_outage_timeout_then_full_recovery(
-    make_bus: BusFactory,
-    topic: str,
-    received: Callable[[], Received],
-    broker_process: BrokerProcess,
+    amb_make_bus: BusFactory,
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
+    amb_broker: BrokerProcess,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     outage_timeout, buffer = 3.0, 20
-    subscriber = await make_bus()
-    publisher = await make_bus(outage_timeout=outage_timeout, outage_buffer=buffer)
-    confirmer = await make_bus(outage_timeout=outage_timeout)
-    grouped, watched = received(), received()
-    await subscriber.subscribe(topic, grouped, group="workers")
-    await subscriber.subscribe(topic, watched)
-    await publisher.publish(topic, {"n": -1}, wait_for_confirmation=True, key=topic)
+    subscriber = await amb_make_bus()
+    publisher = await amb_make_bus(outage_timeout=outage_timeout, outage_buffer=buffer)
+    confirmer = await amb_make_bus(outage_timeout=outage_timeout)
+    grouped, watched = amb_received(), amb_received()
+    await subscriber.subscribe(amb_topic, grouped, group="workers")
+    await subscriber.subscribe(amb_topic, watched)
+    await publisher.publish(amb_topic, {"n": -1}, wait_for_confirmation=True, key=amb_topic)
     await grouped.wait_for(1)
     await watched.wait_for(1)
     caplog.clear()
     caplog.set_level(logging.WARNING)
     links = [bus.adapter.link for bus in (publisher, confirmer)]
 
-    await broker_process.stop()
+    await amb_broker.stop()
     down_at = time.monotonic()
     await _until(lambda: not any(link is not None and link.up for link in links))  # noticed by itself
     async with anyio.create_task_group() as tasks:
@@ -398,25 +383,25 @@ async def test_an_outage_longer_than_outage_timeout_then_full_recovery(
             # It waits for the broker, and raises within outage_timeout.
             with anyio.fail_after(outage_timeout + 10):
                 with pytest.raises(BrokerUnavailableError):
-                    await confirmer.publish(topic, {"n": -2}, wait_for_confirmation=True)
+                    await confirmer.publish(amb_topic, {"n": -2}, wait_for_confirmation=True)
 
         tasks.start_soon(confirmed_publish_gives_up)
         # Fire and forget: kept, up to the buffer, and back at once.
         with anyio.fail_after(5):
             for n in range(buffer):
-                await publisher.publish(topic, {"n": n}, key=topic)
+                await publisher.publish(amb_topic, {"n": n}, key=amb_topic)
         # One more waits for room, and raises once the outage has lasted outage_timeout.
         with anyio.fail_after(outage_timeout + 10):
             with pytest.raises(BrokerUnavailableError):
-                await publisher.publish(topic, {"n": buffer}, key=topic)
+                await publisher.publish(amb_topic, {"n": buffer}, key=amb_topic)
     # From now on (the outage is older than outage_timeout) publishing raises at once.
     with anyio.fail_after(2):
         with pytest.raises(BrokerUnavailableError):
-            await publisher.publish(topic, {"n": buffer + 1})
+            await publisher.publish(amb_topic, {"n": buffer + 1})
         with pytest.raises(BrokerUnavailableError):
-            await confirmer.publish(topic, {"n": buffer + 2}, wait_for_confirmation=True)
+            await confirmer.publish(amb_topic, {"n": buffer + 2}, wait_for_confirmation=True)
     await anyio.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the outage lasts OUTAGE s
-    await broker_process.start()
+    await amb_broker.start()
 
     # What was kept arrives, in publish order (the group's one member sees the broker's order;
     # at least once, so a message being sent when the connection went may come twice), and the
@@ -425,8 +410,8 @@ async def test_an_outage_longer_than_outage_timeout_then_full_recovery(
     await grouped.wait_for(1 + buffer)
     kept = list(dict.fromkeys(p["n"] for p in grouped.payloads[1:]))
     assert kept[:buffer] == list(range(buffer)), kept
-    await _probe_until_received(publisher, topic, grouped, watched)
-    await _probe_until_received(confirmer, topic, grouped, watched)
+    await publish_until_delivered(publisher, amb_topic, grouped, watched, within=WAIT * 2)
+    await publish_until_delivered(confirmer, amb_topic, grouped, watched, within=WAIT * 2)
     lines = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
     # Each bus: lost, back, and a reminder per minute of outage; nothing from the client libraries.
     assert len(lines) <= 3 * (2 + int(OUTAGE // 60)), "\n".join(lines)
@@ -437,15 +422,15 @@ async def test_an_outage_longer_than_outage_timeout_then_full_recovery(
 
 @pytest.mark.fault
 async def test_a_broker_killed_under_a_confirmed_publisher_loses_no_confirmed_group_message(
-    make_bus: BusFactory,
-    topic: str,
-    received: Callable[[], Received],
-    broker_process: BrokerProcess,
+    amb_make_bus: BusFactory,
+    amb_topic: str,
+    amb_received: Callable[[], Recorder],
+    amb_broker: BrokerProcess,
 ) -> None:
-    subscriber = await make_bus()
-    publisher = await make_bus(outage_timeout=120)
-    grouped = received()
-    await subscriber.subscribe(topic, grouped, group="workers")
+    subscriber = await amb_make_bus()
+    publisher = await amb_make_bus(outage_timeout=120)
+    grouped = amb_received()
+    await subscriber.subscribe(amb_topic, grouped, group="workers")
     confirmed: list[int] = []
     count, kill_after = 300, 100
     time_to_kill = anyio.Event()
@@ -454,7 +439,7 @@ async def test_a_broker_killed_under_a_confirmed_publisher_loses_no_confirmed_gr
         for n in range(count):
             while True:
                 try:
-                    await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
+                    await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=True)
                 except BrokerUnavailableError:
                     await anyio.sleep(0.1)  # not confirmed: send it again
                     continue
@@ -466,8 +451,8 @@ async def test_a_broker_killed_under_a_confirmed_publisher_loses_no_confirmed_gr
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(publish_all)
         await time_to_kill.wait()
-        await broker_process.kill()
-        await broker_process.start()
+        await amb_broker.kill()
+        await amb_broker.start()
     assert confirmed == list(range(count))
     with anyio.fail_after(WAIT * 3):
         while set(confirmed) - {p["n"] for p in grouped.payloads}:
@@ -495,10 +480,10 @@ asyncio.run(main())
 @pytest.mark.network
 @pytest.mark.fault
 async def test_a_group_member_killed_mid_stream_leaves_nothing_behind(
-    make_bus: BusFactory, topic: str, received: Callable[[], Received]
+    amb_make_bus: BusFactory, amb_topic: str, amb_received: Callable[[], Recorder]
 ) -> None:
     options = CONFIG.takeover_options
-    env = {**os.environ, "AMB_URL": URL, "AMB_OPTIONS": json.dumps(options), "AMB_TOPIC": topic}
+    env = {**os.environ, "AMB_URL": URL, "AMB_OPTIONS": json.dumps(options), "AMB_TOPIC": amb_topic}
     member = await anyio.open_process(
         [sys.executable, "-c", _STUCK_MEMBER], env=env, stderr=subprocess.DEVNULL
     )
@@ -516,12 +501,12 @@ async def test_a_group_member_killed_mid_stream_leaves_nothing_behind(
 
         with anyio.fail_after(WAIT * 2):
             assert await line() == "ready"
-        survivor_bus, publisher = await make_bus(**options), await make_bus()
-        survivor = received()
-        await survivor_bus.subscribe(topic, survivor, group="workers")
+        survivor_bus, publisher = await amb_make_bus(**options), await amb_make_bus()
+        survivor = amb_received()
+        await survivor_bus.subscribe(amb_topic, survivor, group="workers")
         count = 40
         for n in range(count):
-            await publisher.publish(topic, {"n": n}, wait_for_confirmation=True)
+            await publisher.publish(amb_topic, {"n": n}, wait_for_confirmation=True)
         with anyio.move_on_after(10):  # it may hold none (a Kafka partition went to the survivor)
             assert (await line()).startswith("got")
         member.send_signal(signal.SIGKILL)

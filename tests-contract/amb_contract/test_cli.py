@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from broker_config import config_for
 
+from amb_contract.suite import CONFIG, URL, WAIT
 from amb_core import Message, MessageBus
-from conftest import SCHEME, URL, WAIT, Received, eventually
+from amb_core.testing import Recorder, eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.network]
 
@@ -85,30 +85,30 @@ async def run_amb(*args: str, url: str = URL, stdin: bytes | None = None) -> tup
         return await command.finish(stdin)
 
 
-async def test_pub_reaches_sub_in_another_process(topic: str) -> None:
-    async with amb("sub", f"{topic}.#", "--json", "--count", "4") as sub:
+async def test_pub_reaches_sub_in_another_process(amb_topic: str) -> None:
+    async with amb("sub", f"{amb_topic}.#", "--json", "--count", "4") as sub:
         await sub.subscribed()
         code, out, err = await run_amb(
-            "pub", f"{topic}.a", '{"n": 1}', "--priority", "high", "--sender", "cli", "--ttl", "60"
+            "pub", f"{amb_topic}.a", '{"n": 1}', "--priority", "high", "--sender", "cli", "--ttl", "60"
         )
         assert (code, err) == (0, "")
         [published_id] = out.split()
         # One key: Kafka keeps one publisher's order per key only (Capabilities.keyless_order).
         code, out, err = await run_amb(
-            "pub", f"{topic}.b", "-", "--key", "batch", stdin=b'{"n": 2}\n\n{"n": 3}\n'
+            "pub", f"{amb_topic}.b", "-", "--key", "batch", stdin=b'{"n": 2}\n\n{"n": 3}\n'
         )
         assert (code, err) == (0, "") and len(out.split()) == 2
-        assert (await run_amb("pub", f"{topic}.c", "--confirm"))[0] == 0
+        assert (await run_amb("pub", f"{amb_topic}.c", "--confirm"))[0] == 0
         code, out, err = await sub.finish()
     assert (code, err.strip()) == (0, "")
     # Sorted by topic, publish order kept within one: brokers order each topic on its own
     # (Kafka finds a pattern's new topics one by one).
     messages = sorted((json.loads(line) for line in out.splitlines()), key=lambda m: str(m["topic"]))
     assert [(m["topic"], m["payload"]) for m in messages] == [
-        (f"{topic}.a", {"n": 1}),
-        (f"{topic}.b", {"n": 2}),
-        (f"{topic}.b", {"n": 3}),
-        (f"{topic}.c", {}),
+        (f"{amb_topic}.a", {"n": 1}),
+        (f"{amb_topic}.b", {"n": 2}),
+        (f"{amb_topic}.b", {"n": 3}),
+        (f"{amb_topic}.c", {}),
     ]
     first = messages[0]
     assert (first["id"], first["priority"], first["sender"], first["ttl"]) == (
@@ -119,23 +119,23 @@ async def test_pub_reaches_sub_in_another_process(topic: str) -> None:
     )
 
 
-async def test_sub_prints_a_readable_line_per_message(topic: str) -> None:
-    async with amb("sub", topic, "--count", "1") as sub:
+async def test_sub_prints_a_readable_line_per_message(amb_topic: str) -> None:
+    async with amb("sub", amb_topic, "--count", "1") as sub:
         await sub.subscribed()
-        assert (await run_amb("pub", topic, '{"thought": "hello"}', "--sender", "agent-1"))[0] == 0
+        assert (await run_amb("pub", amb_topic, '{"thought": "hello"}', "--sender", "agent-1"))[0] == 0
         code, out, _ = await sub.finish()
     assert code == 0
-    assert out.endswith(f' {topic} from agent-1 {{"thought": "hello"}}\n'), out
+    assert out.endswith(f' {amb_topic} from agent-1 {{"thought": "hello"}}\n'), out
 
 
-async def test_a_group_shares_the_messages_between_processes(topic: str) -> None:
+async def test_a_group_shares_the_messages_between_processes(amb_topic: str) -> None:
     async with (
-        amb("sub", topic, "--group", "workers", "--json") as one,
-        amb("sub", topic, "--group", "workers", "--json") as two,
+        amb("sub", amb_topic, "--group", "workers", "--json") as one,
+        amb("sub", amb_topic, "--group", "workers", "--json") as two,
     ):
         await one.subscribed()
         await two.subscribed()
-        code, out, _ = await run_amb("pub", topic, '{"job": 1}', "--count", "6", "--confirm")
+        code, out, _ = await run_amb("pub", amb_topic, '{"job": 1}', "--count", "6", "--confirm")
         assert code == 0
         published = set(out.split())
         seen: list[str] = []
@@ -159,35 +159,36 @@ async def test_a_group_shares_the_messages_between_processes(topic: str) -> None
     assert sorted(seen) == sorted(published), "each message once, to one member"
 
 
-async def test_request_prints_the_reply_and_times_out_with_exit_code_3(topic: str) -> None:
+async def test_request_prints_the_reply_and_times_out_with_exit_code_3(amb_topic: str) -> None:
     async with MessageBus.from_url(URL) as responder:
 
         async def answer(request: Message) -> None:
             await responder.reply(request, {"approved": request.payload["action"] != "delete_file"})
 
-        await responder.subscribe(topic, answer)
-        code, out, err = await run_amb("request", topic, '{"action": "write_file"}', "--json")
+        await responder.subscribe(amb_topic, answer)
+        code, out, err = await run_amb("request", amb_topic, '{"action": "write_file"}', "--json")
     assert (code, err) == (0, "")
     assert json.loads(out)["payload"] == {"approved": True}
 
-    code, out, err = await run_amb("request", f"{topic}.nobody", "--timeout", "0.5")
+    code, out, err = await run_amb("request", f"{amb_topic}.nobody", "--timeout", "0.5")
     assert code == 3 and out == ""
     if responder.capabilities.reports_no_responders:
         assert (
-            err == f"amb request: no subscription receives requests on '{topic}.nobody': nobody can answer\n"
+            err
+            == f"amb request: no subscription receives requests on '{amb_topic}.nobody': nobody can answer\n"
         )
     else:
-        assert err == f"amb request: no reply to the request on '{topic}.nobody' within 0.5 s\n"
+        assert err == f"amb request: no reply to the request on '{amb_topic}.nobody' within 0.5 s\n"
 
 
-async def test_request_whose_handler_fails_is_exit_code_4(topic: str) -> None:
+async def test_request_whose_handler_fails_is_exit_code_4(amb_topic: str) -> None:
     async with MessageBus.from_url(URL) as responder:
 
         async def refuse(request: Message) -> None:
             raise PermissionError("delete_file needs a human")
 
-        await responder.subscribe(topic, refuse)
-        code, out, err = await run_amb("request", topic, '{"action": "delete_file"}')
+        await responder.subscribe(amb_topic, refuse)
+        code, out, err = await run_amb("request", amb_topic, '{"action": "delete_file"}')
     assert (code, out) == (4, "")
     assert err.endswith("raised PermissionError: delete_file needs a human\n")
     assert "Traceback" not in err
@@ -213,9 +214,8 @@ async def test_the_review_demo_streams_and_gathers_on_the_broker() -> None:
 
 @pytest.mark.parametrize("command", [["pub", "agent.thinking"], ["sub", "agent.#"], ["request", "agent.ask"]])
 async def test_a_broker_that_is_not_there_is_exit_code_2_and_one_line(command: list[str]) -> None:
-    config = config_for(SCHEME)
-    nowhere = config.url_at(URL, "127.0.0.1", _closed_port())
-    nowhere = config.with_bad_password(nowhere, "s3cret-pw") or nowhere
+    nowhere = CONFIG.url_at(URL, "127.0.0.1", _closed_port())
+    nowhere = CONFIG.with_bad_password(nowhere, "s3cret-pw") or nowhere
     code, out, err = await run_amb(*command, url=nowhere)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"amb {command[0]}: "), err
@@ -223,8 +223,8 @@ async def test_a_broker_that_is_not_there_is_exit_code_2_and_one_line(command: l
 
 
 @pytest.mark.parametrize("group", [None, "watchers"], ids=["ungrouped", "group"])
-async def test_ctrl_c_ends_sub_within_a_second_without_a_traceback(topic: str, group: str | None) -> None:
-    async with amb("sub", topic, *(["--group", group] if group else [])) as sub:
+async def test_ctrl_c_ends_sub_within_a_second_without_a_traceback(amb_topic: str, group: str | None) -> None:
+    async with amb("sub", amb_topic, *(["--group", group] if group else [])) as sub:
         await sub.subscribed()
         code, err, took = await sub.interrupt()
     assert code == 0
@@ -232,8 +232,8 @@ async def test_ctrl_c_ends_sub_within_a_second_without_a_traceback(topic: str, g
     assert took < INTERRUPT_WITHIN, f"took {took:.2f} s"
 
 
-async def test_sub_count_in_a_group_leaves_the_rest_to_the_group(topic: str) -> None:
-    async with amb("sub", topic, "--group", "workers", "--count", "1", "--json") as first:
+async def test_sub_count_in_a_group_leaves_the_rest_to_the_group(amb_topic: str) -> None:
+    async with amb("sub", amb_topic, "--group", "workers", "--count", "1", "--json") as first:
         await first.subscribed()
         # Paused while all three are published, so that it leaves with a rest to give back:
         # running, it could print the first and leave before the others are published, and a
@@ -241,57 +241,59 @@ async def test_sub_count_in_a_group_leaves_the_rest_to_the_group(topic: str) -> 
         first.process.send_signal(signal.SIGSTOP)
         try:
             code, _, _ = await run_amb(
-                "pub", topic, "-", "--confirm", stdin=b'{"n": 1}\n{"n": 2}\n{"n": 3}\n'
+                "pub", amb_topic, "-", "--confirm", stdin=b'{"n": 1}\n{"n": 2}\n{"n": 3}\n'
             )
         finally:
             first.process.send_signal(signal.SIGCONT)
         assert code == 0
         code, taken, _ = await first.finish()
     assert code == 0 and len(taken.splitlines()) == 1
-    async with amb("sub", topic, "--group", "workers", "--count", "2", "--json") as second:
+    async with amb("sub", amb_topic, "--group", "workers", "--count", "2", "--json") as second:
         code, rest, _ = await second.finish()
     assert code == 0
     got = [json.loads(line)["payload"]["n"] for line in [*taken.splitlines(), *rest.splitlines()]]
     assert sorted(got) == [1, 2, 3]
 
 
-async def test_pub_key_travels_with_the_message(topic: str) -> None:
-    async with amb("sub", topic, "--json", "--count", "1") as sub:
+async def test_pub_key_travels_with_the_message(amb_topic: str) -> None:
+    async with amb("sub", amb_topic, "--json", "--count", "1") as sub:
         await sub.subscribed()
-        assert (await run_amb("pub", topic, '{"n": 1}', "--key", "customer-42"))[0] == 0
+        assert (await run_amb("pub", amb_topic, '{"n": 1}', "--key", "customer-42"))[0] == 0
         code, out, _ = await sub.finish()
     assert code == 0
     assert json.loads(out)["key"] == "customer-42"
 
 
-async def test_groups_list_purge_and_delete_from_the_command_line(topic: str) -> None:
+async def test_groups_list_purge_and_delete_from_the_command_line(amb_topic: str) -> None:
     async with MessageBus.from_url(URL) as bus:
-        member = await bus.subscribe(topic, Received(), group="workers")
-        code, out, err = await run_amb("groups", "delete", "workers", topic)
+        member = await bus.subscribe(amb_topic, Recorder(timeout=WAIT), group="workers")
+        code, out, err = await run_amb("groups", "delete", "workers", amb_topic)
         assert (code, out) == (1, "") and err.count("\n") == 1, err  # GroupInUseError: members run
         await bus.unsubscribe(member)
         for n in range(3):
-            await bus.publish(topic, {"n": n}, wait_for_confirmation=True)
+            await bus.publish(amb_topic, {"n": n}, wait_for_confirmation=True)
 
         async def waiting() -> bool:
             return any(
-                (info.group, info.pattern, info.backlog) == ("workers", topic, 3)
+                (info.group, info.pattern, info.backlog) == ("workers", amb_topic, 3)
                 for info in await bus.list_groups()
             )
 
-        await eventually(waiting, "listed with 3 messages waiting")
+        await eventually(waiting, "listed with 3 messages waiting", within=WAIT)
     code, out, _ = await run_amb("groups", "list", "--json")
     assert code == 0
-    assert {"group": "workers", "pattern": topic, "members": 0, "backlog": 3} in [
+    assert {"group": "workers", "pattern": amb_topic, "members": 0, "backlog": 3} in [
         json.loads(line) for line in out.splitlines()
     ]
     code, out, _ = await run_amb("groups", "list")
     assert code == 0 and out.startswith("GROUP")
-    assert [line.split() for line in out.splitlines() if topic in line] == [["workers", topic, "0", "3"]]
-    assert await run_amb("groups", "purge", "workers", topic) == (
+    assert [line.split() for line in out.splitlines() if amb_topic in line] == [
+        ["workers", amb_topic, "0", "3"]
+    ]
+    assert await run_amb("groups", "purge", "workers", amb_topic) == (
         0,
         "3\n",
-        f"amb groups purge: dropped 3 messages waiting for group workers on {topic}\n",
+        f"amb groups purge: dropped 3 messages waiting for group workers on {amb_topic}\n",
     )
-    assert (await run_amb("groups", "delete", "workers", topic))[:2] == (0, "")
-    assert (await run_amb("groups", "delete", "workers", topic))[0] == 1
+    assert (await run_amb("groups", "delete", "workers", amb_topic))[:2] == (0, "")
+    assert (await run_amb("groups", "delete", "workers", amb_topic))[0] == 1
