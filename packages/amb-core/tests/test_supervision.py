@@ -178,6 +178,27 @@ async def test_keep_reconnecting_backs_off_by_default() -> None:
     assert loop.time() - started >= 0.035
 
 
+async def test_keep_reconnecting_waits_through_the_pause_it_is_given() -> None:
+    """An adapter that can be told the broker is back (Kafka's health check, woken by another
+    bus of the same broker) waits with its own pause, which may return early."""
+    paused: list[float] = []
+    calls = 0
+
+    async def pause(delay: float) -> None:
+        paused.append(delay)
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("not yet")
+        return "connected"
+
+    result = await keep_reconnecting(flaky, delays=[0.0, 30.0, 60.0, 90.0], pause=pause)
+    assert result == "connected"
+    assert paused == [0.0, 30.0, 60.0]  # three attempts, nothing slept for real
+
+
 async def test_a_link_reconnects_through_it_and_logs_each_failure(caplog: pytest.LogCaptureFixture) -> None:
     link = Link("the test broker")
     link.lost("test")

@@ -118,11 +118,14 @@ async def keep_reconnecting(
     attempts: int | None = None,
     keep_going: Callable[[], bool] | None = None,
     delays: Iterable[float] | None = None,
+    pause: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> T | None:
     """Await ``attempt()`` until it returns, and return what it returned.
 
-    Before each attempt it sleeps the next of ``delays`` (default `backoff_delays`: 50 ms
-    doubling to 2 s, jittered), since it is called once something was just lost or refused.
+    Before each attempt it waits the next of ``delays`` (default `backoff_delays`: 50 ms
+    doubling to 2 s, jittered), since it is called once something was just lost or refused;
+    ``pause(delay)`` does the waiting (default `asyncio.sleep`; one that returns early, when
+    something says the broker is back, makes the next attempt come sooner).
     Each attempt that raises ``retry_on`` goes to ``on_failure`` (a `Link`'s ``retrying``, which
     logs it); anything else propagates at once (a bug is not an outage). After ``attempts``
     failed attempts (None: no limit) the last failure is raised. Once ``keep_going()`` is False
@@ -130,7 +133,7 @@ async def keep_reconnecting(
     """
     failures = 0
     for delay in backoff_delays() if delays is None else delays:
-        await asyncio.sleep(delay)
+        await pause(delay)
         if keep_going is not None and not keep_going():
             return None
         try:

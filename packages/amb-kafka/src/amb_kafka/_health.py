@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import weakref
@@ -23,7 +24,7 @@ from typing import Any
 
 from aiokafka.conn import CloseReason  # type: ignore[import-untyped]
 
-from amb_core.adapter import Link, backoff_delays
+from amb_core.adapter import Link, backoff_delays, keep_reconnecting
 from amb_kafka import _quiet
 
 logger = logging.getLogger("amb.kafka")
@@ -107,30 +108,37 @@ class Health:
             outage.set_result(None)
 
     async def _check(self, reason: str) -> None:
-        delays = backoff_delays()
+        def failed(error: BaseException) -> None:
+            if self.link.up:  # the first failed probe: an outage begins
+                self._down(f"{reason}; {error}")
+            else:
+                self.link.retrying(error)
+
+        async def probe() -> bool:
+            await self._probe()
+            return True
+
         try:
-            while self._open:
-                try:
-                    await self._probe()
-                except Exception as error:
-                    if self.link.up:
-                        self._down(f"{reason}; {error}")
-                    else:
-                        self.link.retrying(error)
-                    await self._pause(next(delays))
-                    continue
-                if not self.link.up:
-                    self._outage = None
-                    self._quiet_until = time.monotonic() + _quiet.GRACE
-                    self.link.restored()
-                    _back(self)
-                return
+            answered = await keep_reconnecting(
+                probe,
+                on_failure=failed,
+                keep_going=lambda: self._open,
+                delays=itertools.chain((0.0,), backoff_delays()),  # the first probe at once
+                pause=self._pause,
+            )
+            if answered and not self.link.up:
+                self._outage = None
+                self._quiet_until = time.monotonic() + _quiet.GRACE
+                self.link.restored()
+                _back(self)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
 
     async def _pause(self, delay: float) -> None:
         """Wait ``delay`` seconds before the next probe, or until `wake`."""
+        if delay <= 0:
+            return
         wake = self._wake = asyncio.Event()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), delay)
