@@ -44,21 +44,10 @@ from __future__ import annotations
 
 import sys
 
-from launcher import NAMES, Endpoint, ServiceError, down, endpoint, env, kill, main, restart, status, up
-
-__all__ = [
-    "NAMES",
-    "Endpoint",
-    "ServiceError",
-    "down",
-    "endpoint",
-    "env",
-    "kill",
-    "main",
-    "restart",
-    "status",
-    "up",
-]
+# The package's public names, for code that imports this file as it did before the split.
+from launcher import *  # noqa: F403
+from launcher import __all__ as __all__
+from launcher import main
 
 if __name__ == "__main__":
     sys.exit(main())

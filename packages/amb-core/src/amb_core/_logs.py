@@ -74,3 +74,12 @@ def message_fields(message: Message, group: str | None = None) -> dict[str, obje
     one), as fields a JSON formatter can index (``record.topic``, ``record.message_id``,
     ``record.group``)."""
     return {"topic": message.topic, "message_id": message.id, "group": group}
+
+
+def note_unreceived(log: logging.Logger, message: Message) -> None:
+    """Say (WARNING) that the broker told that no subscription receives the confirmed
+    ``message``: not an error (the seed README publishes with nobody listening), but worth a
+    line where the broker can tell."""
+    log.warning(
+        "no subscription receives message %s on %s", message.id, message.topic, extra=message_fields(message)
+    )

@@ -15,7 +15,7 @@ from amb_core._broker_adapter import BrokerAdapter, Capabilities
 from amb_core._delivery import Delivery
 from amb_core._errors import BrokerUnavailableError, GroupInUseError, InvalidMessageError
 from amb_core._groups import GroupInfo, note_backlog
-from amb_core._logs import message_fields
+from amb_core._logs import note_unreceived
 from amb_core._message import Message
 from amb_core._policy import Policy
 from amb_core._routing import RouteTable
@@ -409,12 +409,7 @@ class InMemoryBroker(BrokerAdapter):
             if not target.offer(message):
                 await target.deliver(message)
         if confirm and not route:
-            logger.warning(
-                "no subscription receives message %s on %s",
-                message.id,
-                message.topic,
-                extra=message_fields(message),
-            )
+            note_unreceived(logger, message)
 
     async def publish_tracked(
         self, message: Message, receivers: Callable[[int], None], *, count: bool = False

@@ -49,7 +49,8 @@ complete example; amb-redis, amb-rabbitmq and amb-kafka the network ones):
    exponential `backoff_delays` with jitter), run background work in a `TaskSet` (closing it
    cancels and awaits every task, and a crash is reported, not lost), and log what can repeat
    without bound through `throttled`, with `message_fields` as ``extra`` for lines about one
-   message.
+   message (`note_unreceived` is the line for a confirmed message the broker says nobody
+   receives).
 7. **Errors.** Besides those above, an adapter raises `GroupInUseError` (deleting or purging a
    group whose members run), `InvalidTopicError` (a name the broker cannot take); the bus
    raises `InvalidPayloadError` and, for bytes that are not an envelope, `decode` raises
@@ -78,7 +79,7 @@ from amb_core._errors import (
 from amb_core._groups import BACKLOG_NOTICE, GroupInfo, note_backlog
 from amb_core._ids import new_id
 from amb_core._link import Link
-from amb_core._logs import message_fields, throttled
+from amb_core._logs import message_fields, note_unreceived, throttled
 from amb_core._message import Message
 from amb_core._payload import MAX_DEPTH
 from amb_core._policy import DEFAULT_GROUP_EXPIRY, Policy
@@ -137,6 +138,7 @@ __all__ = [
     "message_fields",
     "new_id",
     "note_backlog",
+    "note_unreceived",
     "pattern_regex",
     "scrub",
     "throttled",

@@ -28,7 +28,7 @@ from amb_core.adapter import (
     Subscription,
     TaskSet,
     encode,
-    message_fields,
+    note_unreceived,
 )
 from amb_redis._backlog import Backlog
 from amb_redis._connection import Connector, abort
@@ -234,12 +234,7 @@ class RedisBroker(BrokerAdapter):
             return
         receivers = await self._confirmed(pipe, packed)
         if not receivers:
-            logger.warning(
-                "no subscription receives message %s on %s",
-                message.id,
-                message.topic,
-                extra=message_fields(message),
-            )
+            note_unreceived(logger, message)
 
     async def publish_tracked(
         self, message: Message, receivers: Callable[[int], None], *, count: bool = False
