@@ -579,8 +579,9 @@ async def _abandon(producer: Any) -> None:
     for batch in accumulator._pending_batches:
         # The batcher has reported these messages (with their ids) already; unread, the same
         # failure would come again from asyncio as "exception was never retrieved".
-        batch.future.exception()
-        batch._drain_waiter.exception()
+        for future in (batch.future, batch._drain_waiter):
+            if not future.cancelled():  # exception() would raise CancelledError instead
+                future.exception()
     await _quietly(producer.stop())
 
 
