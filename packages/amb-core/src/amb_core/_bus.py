@@ -96,6 +96,9 @@ class MessageBus:
         #: The middleware chain (`amb_core.middleware`); None when there is none, so that the
         #: hot paths cost one test of this attribute.
         self._chain = chain_for(self, middlewares)
+        #: While the bus is open, in memory without middleware: the broker's publish that
+        #: needs no coroutine (a reply stream's chunks take it; see `_publish_built`).
+        self._publish_now: Callable[[Message], Coroutine[Any, Any, None] | None] | None = None
 
     @classmethod
     def from_url(
@@ -160,6 +163,8 @@ class MessageBus:
         if self._link is not None:
             self._link.reset()
         self._state = _State.OPEN
+        if isinstance(self._adapter, InMemoryBroker) and self._chain is None:
+            self._publish_now = self._adapter.publish_now
 
     async def disconnect(self) -> None:
         """Stop new deliveries, let queued messages and running handlers finish (at most
@@ -168,6 +173,7 @@ class MessageBus:
         if self._state is not _State.OPEN:
             return
         self._state = _State.CLOSING
+        self._publish_now = None
         subscriptions = list(self._subscriptions.values())
         self._subscriptions.clear()
         try:
@@ -273,14 +279,17 @@ class MessageBus:
             await self._send(message, wait_for_confirmation)
         return message.id
 
-    def _publish_built(self, message: Message, confirm: bool) -> Coroutine[Any, Any, None]:
+    def _publish_built(self, message: Message, confirm: bool) -> Coroutine[Any, Any, None] | None:
         """What `publish` does once it has its envelope, for a message built by the caller (a
-        reply stream's chunks), to await. In memory without middleware, the adapter's own
-        coroutine: one coroutine less per chunk."""
+        reply stream's chunks): a coroutine to await, or None when it is done already (in
+        memory without middleware, an unconfirmed message every receiver had room for: no
+        coroutine at all per chunk)."""
         if self._state is not _OPEN and self._state is not _CLOSING:
             raise self._refuse()
         if self._chain is not None:
             return self._chain.publish(message, partial(self._transmit, confirm=confirm))
+        if not confirm and self._publish_now is not None:
+            return self._publish_now(message)
         if self._link is None:
             return self._adapter.publish(message, confirm=confirm)
         return self._send(message, confirm)

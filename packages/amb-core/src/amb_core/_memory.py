@@ -7,7 +7,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -411,6 +411,21 @@ class InMemoryBroker(BrokerAdapter):
         if confirm and not route:
             note_unreceived(logger, message)
 
+    def publish_now(self, message: Message) -> Coroutine[Any, Any, None] | None:
+        """`publish` (unconfirmed) without a coroutine: None once every receiver has taken
+        ``message``, else the rest of its delivery to await (a receiver's queue is full). A
+        reply stream's chunks go this way: a coroutine per chunk is a tenth of its cost. (The
+        route lookup inline, as in `publish`: a call less.)"""
+        table = self._table
+        cached = table.routes.get(message.topic)
+        route = (
+            cached[1] if cached is not None and cached[0] == table.generation else table.route(message.topic)
+        )
+        for target in route:
+            if not target.offer(message):
+                return _deliver_rest(message, route[route.index(target) :])
+        return None
+
     async def publish_tracked(
         self, message: Message, receivers: Callable[[int], None], *, count: bool = False
     ) -> None:
@@ -472,3 +487,11 @@ class InMemoryBroker(BrokerAdapter):
             )
         self._hub.drop(found)
         return True
+
+
+async def _deliver_rest(message: Message, targets: tuple[_Target, ...]) -> None:
+    """Deliver ``message`` to ``targets``, the first of which has no room for it now."""
+    await targets[0].deliver(message)
+    for target in targets[1:]:
+        if not target.offer(message):
+            await target.deliver(message)

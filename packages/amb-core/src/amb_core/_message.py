@@ -116,10 +116,7 @@ def build_message(
     This is the publish hot path: full validation costs more than the rest of a publish.
     tests/test_message.py checks that the result equals a validated `Message`.
     """
-    message = _new(Message)
-    _set_dict(
-        message,
-        "__dict__",
+    return message_of(
         {
             "id": id,
             "topic": topic,
@@ -132,8 +129,16 @@ def build_message(
             "ttl": ttl,
             "metadata": metadata,
             "key": key,
-        },
+        }
     )
+
+
+def message_of(fields: dict[str, Any]) -> Message:
+    """A `Message` holding ``fields`` (every field, validated already, as `build_message` takes
+    them) as its own: for a caller that copies a template of the fields that do not change
+    from one message to the next, which costs a third of building the dict anew."""
+    message = _new(Message)
+    _set_dict(message, "__dict__", fields)
     _set_fields_set(message, _FIELDS)
     _set_extra(message, None)
     _set_private(message, None)

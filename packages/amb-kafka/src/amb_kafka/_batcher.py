@@ -118,7 +118,17 @@ def log_undelivered(values: list[bytes], topic: str, reason: object) -> None:
 class _Batch:
     """One batch being filled: its records' values, and who waits for its confirmation."""
 
-    __slots__ = ("append", "builder", "confirmation", "fire_and_forget", "keys", "moved", "seq", "values")
+    __slots__ = (
+        "append",
+        "builder",
+        "confirmation",
+        "fire_and_forget",
+        "keys",
+        "moved",
+        "sent",
+        "seq",
+        "values",
+    )
 
     def __init__(self, builder: Any, seq: int, confirmation: asyncio.Future[None] | None = None) -> None:
         self.builder = builder
@@ -136,6 +146,8 @@ class _Batch:
         self.confirmation = confirmation
         #: Handed to a producer that has since been replaced: its outcome no longer counts.
         self.moved = False
+        #: The producer's future for it, once handed over.
+        self.sent: asyncio.Future[Any] | None = None
 
     def add(self, key: bytes | None, value: bytes) -> bool:
         """Append a record; False (nothing appended) if the batch is full."""
@@ -453,10 +465,14 @@ class Batcher:
                 self._requeue(state, batch)
                 return
             state.unsettled.append(batch)
+            batch.sent = sent
             sent.add_done_callback(lambda sent, batch=batch: self._settled(state, batch, sent))
             return
 
     def _settled(self, state: Partition, batch: _Batch, sent: asyncio.Future[Any]) -> None:
+        # Read first, even when it no longer counts: a failure nobody reads is logged by asyncio
+        # as "never retrieved" (the producer fails what it holds when it stops after `close`).
+        error = asyncio.CancelledError() if sent.cancelled() else sent.exception()
         if batch.moved:
             return
         unsettled = state.unsettled
@@ -464,7 +480,6 @@ class Batcher:
             unsettled.popleft()
         elif batch in unsettled:
             unsettled.remove(batch)
-        error = asyncio.CancelledError() if sent.cancelled() else sent.exception()
         if error is None:
             batch.succeeded()
             return
@@ -555,11 +570,12 @@ class Batcher:
         senders = [state.sender for state in states if state.sender is not None]
         if senders and timeout > 0:
             await asyncio.wait(senders, timeout=timeout)
+        if timeout > 0:
+            await self._drop_replies_to_closed_buses(states)
         left = deadline - loop.time()
-        if left > 0 and any(state.unsettled for state in states):
-            flushing = asyncio.ensure_future(self._producer.flush())
-            await asyncio.wait({flushing}, timeout=left)
-            flushing.cancel()
+        unconfirmed = [batch.sent for state in states for batch in state.unsettled if batch.sent is not None]
+        if left > 0 and unconfirmed:
+            await asyncio.wait(unconfirmed, timeout=left)
         for state in states:
             if state.sender is not None:
                 state.sender.cancel()
@@ -574,6 +590,26 @@ class Batcher:
                     BrokerUnavailableError("the Kafka adapter closed before the broker confirmed it"),
                     state.topic,
                 )
+
+    async def _drop_replies_to_closed_buses(self, states: list[Partition]) -> None:
+        """Give up, quietly, replies handed over for a reply inbox that has gone since (its bus
+        closed): the producer would keep asking for the topic until `close` gives up on it."""
+        for state in states:
+            if not (state.untracked and state.unsettled):
+                continue
+            try:
+                # Asked of the broker: the producer's metadata may still list a deleted topic.
+                if await self._exists(state.topic):
+                    continue
+            except AMBError:
+                continue  # cannot tell: waited for like any other
+            logger.debug("dropped replies to %s: that bus has closed", state.topic)
+            for batch in state.unsettled:
+                batch.moved = True
+                batch.failed(
+                    BrokerUnavailableError(f"{state.topic} no longer exists"), state.topic, quietly=True
+                )
+            state.unsettled.clear()
 
 
 def _seq(batch: _Batch) -> int:
