@@ -47,6 +47,13 @@ class BrokerConfig:
         scheme, _, rest = url.partition("://")
         return f"{scheme}s://{rest}", {}
 
+    def presenting(self, url: str, password: str) -> tuple[str, dict[str, Any]]:
+        """The URL and options of a client of ``url`` that presents ``password``: in the URL,
+        where the adapter takes credentials there (the broker need not check them)."""
+        parts = urlsplit(url)
+        netloc = f"{parts.username or 'amb'}:{password}@{parts.hostname}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), {}
+
     def with_bad_password(self, url: str, password: str) -> str | None:
         """``url`` with a wrong password, or None where the test broker has no authentication."""
         parts = urlsplit(url)
@@ -131,6 +138,15 @@ class KafkaConfig(BrokerConfig):
 
     def with_bad_password(self, url: str, password: str) -> str | None:
         return None  # the launcher's Kafka has no authentication
+
+    def presenting(self, url: str, password: str) -> tuple[str, dict[str, Any]]:
+        # Kafka takes credentials as options only (a URL with them is refused).
+        return url, {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "amb",
+            "sasl_plain_password": password,
+        }
 
     async def dead_letters(self, bus: MessageBus, topic: str, group: str) -> list[DeadLetterSeen]:
         from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]

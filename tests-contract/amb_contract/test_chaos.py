@@ -19,9 +19,11 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -267,7 +269,14 @@ async def test_a_20_MB_payload_arrives_whole_or_is_refused_by_the_declared_limit
 @asynccontextmanager
 async def _peer(behaviour: str) -> AsyncIterator[int]:
     """A TCP server on a free local port that accepts and then never answers (``silent``),
-    answers in another protocol and hangs up (``http``), or sends garbage and stays (``garbage``)."""
+    answers in another protocol and hangs up (``http``), or sends garbage and stays (``garbage``);
+    or a port nothing listens on (``closed``)."""
+    if behaviour == "closed":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        yield port
+        return
     connections: list[asyncio.StreamWriter] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -338,7 +347,30 @@ async def test_wrong_credentials_are_refused_clearly_and_never_shown(
         await bus.connect()
     assert not isinstance(raised.value, ConnectionError)
     assert secret not in str(raised.value) and secret not in repr(raised.value)
-    assert all(secret not in record.getMessage() for record in caplog.records)
+    # Nor in the traceback a user sees, with whatever the error is chained to, nor in a log line
+    # with its own traceback.
+    assert secret not in "".join(traceback.format_exception(raised.value))
+    assert secret not in caplog.text
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("behaviour", ["closed", "silent", "http", "garbage"])
+async def test_a_password_never_shows_when_the_broker_is_not_there(
+    behaviour: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not in the error, its traceback (with what it is chained to) or any log line, DEBUG
+    included, however the connection fails."""
+    caplog.set_level(logging.DEBUG)
+    secret = f"s3cr3t-{uuid.uuid4().hex[:8]}"
+    async with _peer(behaviour) as port:
+        url, options = CONFIG.presenting(CONFIG.url_at(URL, "127.0.0.1", port), secret)
+        assert secret in url or secret in options.values()  # the client does present it
+        bus = MessageBus.from_url(url, connect_timeout=2.0, **options)
+        assert secret not in repr(bus.adapter) and secret not in bus.adapter.describe()
+        with anyio.fail_after(20), pytest.raises(BrokerUnavailableError) as raised:
+            await bus.connect()
+    assert secret not in "".join(traceback.format_exception(raised.value))
+    assert secret not in caplog.text
 
 
 # -- outages ----------------------------------------------------------------------------------
