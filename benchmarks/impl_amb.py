@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from amb_core.middleware import Middleware
 
 
+#: Options every AMB bus of the run is built with (``run.py --amb-option``), beside the URL:
+#: empty, the adapter's defaults, what a user gets.
+BUS_OPTIONS: dict[str, Any] = {}
+
+
 class AmbImpl(Implementation):
     name = "amb"
 
@@ -47,7 +52,7 @@ class AmbImpl(Implementation):
     def _bus(self) -> MessageBus:
         from amb_core import MessageBus  # imported late: a broken adapter must not stop run.py
 
-        return MessageBus.from_url(self.url, middlewares=self._middlewares())
+        return MessageBus.from_url(self.url, middlewares=self._middlewares(), **BUS_OPTIONS)
 
     def _middlewares(self) -> list[Middleware]:
         return []

@@ -24,6 +24,7 @@ by default, written to ``otel-<date>.json`` and ``latest-otel.md``.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import logging
 import math
@@ -37,7 +38,7 @@ from typing import Any
 import brokers
 import harness
 from harness import LatencyStats
-from impl_amb import AmbImpl, AmbOtelImpl, AmbOtelSampledImpl
+from impl_amb import BUS_OPTIONS, AmbImpl, AmbOtelImpl, AmbOtelSampledImpl
 from impl_bare import bare_for, use_preserialised_payloads
 from impl_faststream import FastStreamImpl
 from scenarios import SCENARIOS, Implementation, NotApplicable, Sample
@@ -405,9 +406,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="bare publishers send the payload serialised once instead of serialising every message "
         "(a lower bound; written to bare-preserialised-<date>.json and latest-bare-preserialised.md)",
     )
+    parser.add_argument(
+        "--amb-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option for every AMB bus (a Python literal: num_partitions=None, linger_ms=5); "
+        "repeatable; the default is none, the adapter's defaults",
+    )
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failing implementations")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    for option in args.amb_option:
+        name, _, value = option.partition("=")
+        if not name or not value:
+            parser.error(f"--amb-option takes NAME=VALUE, not {option!r}")
+        try:
+            BUS_OPTIONS[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parser.error(f"--amb-option {name}: {value!r} is not a Python literal")
     if args.impls is None:
         args.impls = ",".join(OTEL_IMPLS if args.middleware else IMPLEMENTATIONS[:3])
     if args.scenarios is None:
