@@ -305,12 +305,7 @@ async def test_connect_gives_up_within_connect_timeout_whatever_the_peer_does(be
     connect_timeout = 2.0
     async with _peer(behaviour) as port:
         bus = MessageBus.from_url(CONFIG.url_at(URL, "127.0.0.1", port), connect_timeout=connect_timeout)
-        started = time.monotonic()
-        with anyio.fail_after(connect_timeout + 15):  # a safety net; the promise is below
-            with pytest.raises(BrokerUnavailableError) as raised:
-                await bus.connect()
-        assert time.monotonic() - started < connect_timeout + 5
-        assert str(raised.value)
+        assert str(await _gives_up(bus, connect_timeout))
         assert not bus.is_connected
 
 
@@ -320,12 +315,18 @@ async def test_connect_gives_up_within_connect_timeout_on_a_tls_mismatch() -> No
     connect_timeout = 2.0
     url, options = CONFIG.speaking_tls(URL)
     bus = MessageBus.from_url(url, connect_timeout=connect_timeout, **options)
+    assert str(await _gives_up(bus, connect_timeout))
+
+
+async def _gives_up(bus: MessageBus, connect_timeout: float) -> BrokerUnavailableError:
+    """The error ``bus.connect()`` gives up with, asserting that it did within
+    ``connect_timeout`` (and a margin for a loaded machine)."""
     started = time.monotonic()
     with anyio.fail_after(connect_timeout + 15):  # a safety net; the promise is below
         with pytest.raises(BrokerUnavailableError) as raised:
             await bus.connect()
     assert time.monotonic() - started < connect_timeout + 5
-    assert str(raised.value)
+    return raised.value
 
 
 @pytest.mark.network
@@ -367,9 +368,8 @@ async def test_a_password_never_shows_when_the_broker_is_not_there(
         assert secret in url or secret in options.values()  # the client does present it
         bus = MessageBus.from_url(url, connect_timeout=2.0, **options)
         assert secret not in repr(bus.adapter) and secret not in bus.adapter.describe()
-        with anyio.fail_after(20), pytest.raises(BrokerUnavailableError) as raised:
-            await bus.connect()
-    assert secret not in "".join(traceback.format_exception(raised.value))
+        error = await _gives_up(bus, 2.0)
+    assert secret not in "".join(traceback.format_exception(error))
     assert secret not in caplog.text
 
 

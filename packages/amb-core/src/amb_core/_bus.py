@@ -97,7 +97,7 @@ class MessageBus:
         #: hot paths cost one test of this attribute.
         self._chain = chain_for(self, middlewares)
         #: While the bus is open, in memory without middleware: the broker's publish that
-        #: needs no coroutine (a reply stream's chunks take it; see `_publish_built`).
+        #: needs no coroutine (`ReplyStream.send` takes it for unconfirmed chunks).
         self._publish_now: Callable[[Message], Coroutine[Any, Any, None] | None] | None = None
 
     @classmethod
@@ -279,17 +279,15 @@ class MessageBus:
             await self._send(message, wait_for_confirmation)
         return message.id
 
-    def _publish_built(self, message: Message, confirm: bool) -> Coroutine[Any, Any, None] | None:
+    def _publish_built(self, message: Message, confirm: bool) -> Coroutine[Any, Any, None]:
         """What `publish` does once it has its envelope, for a message built by the caller (a
-        reply stream's chunks): a coroutine to await, or None when it is done already (in
-        memory without middleware, an unconfirmed message every receiver had room for: no
-        coroutine at all per chunk)."""
+        reply stream's chunks), to await. In memory without middleware, the adapter's own
+        coroutine: one coroutine less per chunk (and `_publish_now`, while the bus is open,
+        none at all: `ReplyStream.send` takes it)."""
         if self._state is not _OPEN and self._state is not _CLOSING:
             raise self._refuse()
         if self._chain is not None:
             return self._chain.publish(message, partial(self._transmit, confirm=confirm))
-        if not confirm and self._publish_now is not None:
-            return self._publish_now(message)
         if self._link is None:
             return self._adapter.publish(message, confirm=confirm)
         return self._send(message, confirm)

@@ -193,7 +193,6 @@ async def request_stream(
                     if error is not None:
                         finished = True
                         raise error
-                number = marks.get(SEQ)
                 if number is not None:
                     if number != expected or type(number) is not int:
                         raise StreamSequenceError(_out_of_sequence(topic, expected, number))
@@ -368,11 +367,15 @@ class ReplyStream:
         # own, ahead of the rest, instead of at the head of a burst that the requester's
         # connection reads (and decodes) whole before its loop sees any of it. Time to the
         # first chunk is what a user waits for; one broker round trip per stream is its price.
-        # In memory, after the first chunk: what `_publish_built` would call, without the call.
+        # In memory, after the first chunk: the broker's publish without a coroutine (None when
+        # every receiver had room), which the bus holds while it is open.
         direct = self._bus._publish_now
-        pending = direct(chunk) if sent and direct is not None else self._bus._publish_built(chunk, sent == 0)
-        if pending is not None:
-            await pending
+        if sent and direct is not None:
+            pending = direct(chunk)
+            if pending is not None:
+                await pending
+        else:
+            await self._bus._publish_built(chunk, sent == 0)
         self.sent = sent + 1
         # A pass of the event loop after the first chunk and then at least every millisecond,
         # so that chunks are on their way as they come even from a producer that never waits

@@ -543,10 +543,12 @@ class Batcher:
         if paused is not None and not paused.done():
             paused.set_result(None)
 
-    async def _still_there(self, state: Partition) -> bool:
+    async def _still_there(self, state: Partition, *, ask_broker: bool = False) -> bool:
         """Whether an untracked topic still exists. Once the producer's metadata has dropped
-        it, sending would look it up again in a way that lets the broker auto-create it."""
-        if self._producer.client.cluster.partitions_for_topic(state.topic) is not None:
+        it, sending would look it up again in a way that lets the broker auto-create it. With
+        ``ask_broker``, the broker is asked even while that metadata still lists the topic
+        (it may have been deleted since)."""
+        if not ask_broker and self._producer.client.cluster.partitions_for_topic(state.topic) is not None:
             return True
         try:
             if await self._exists(state.topic):
@@ -595,14 +597,8 @@ class Batcher:
         """Give up, quietly, replies handed over for a reply inbox that has gone since (its bus
         closed): the producer would keep asking for the topic until `close` gives up on it."""
         for state in states:
-            if not (state.untracked and state.unsettled):
-                continue
-            try:
-                # Asked of the broker: the producer's metadata may still list a deleted topic.
-                if await self._exists(state.topic):
-                    continue
-            except AMBError:
-                continue  # cannot tell: waited for like any other
+            if not (state.untracked and state.unsettled) or await self._still_there(state, ask_broker=True):
+                continue  # (or cannot tell: waited for like any other)
             logger.debug("dropped replies to %s: that bus has closed", state.topic)
             for batch in state.unsettled:
                 batch.moved = True
